@@ -1,0 +1,193 @@
+"""Frozen-backbone features, computed once and kept in an SQLite cache.
+
+Rows are keyed by (backbone cache key, sha256 of the image file's bytes): renaming or moving
+a file reuses its features, editing it recomputes them, and another backbone or another
+preprocessing never shares them. Each batch is committed in its own transaction, so an
+interrupted extraction keeps every finished batch and the next run continues from there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import ImageDecodeError, open_image
+from .data.transforms import Preprocess, preprocess
+from .paths import cache_dir
+
+DECODE_THREADS = 2
+
+
+class FeatureCache:
+    """An SQLite file of feature vectors. Safe to interrupt; safe for several readers."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else cache_dir() / "features.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS features (backbone TEXT NOT NULL, digest TEXT NOT NULL, "
+            "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (backbone, digest))")
+        self._db.commit()
+
+    def get(self, backbone: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(digests))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            rows = self._db.execute(
+                f"SELECT digest, dim, vec FROM features WHERE backbone = ? AND digest IN ({','.join('?' * len(chunk))})",
+                [backbone, *chunk])
+            for digest, dim, vec in rows:
+                a = np.frombuffer(vec, dtype=np.float32)
+                if a.size == dim:  # a damaged row is recomputed, never trusted
+                    found[digest] = a
+        return found
+
+    def put(self, backbone: str, items: Sequence[tuple[str, np.ndarray]]) -> None:
+        with self._db:  # one transaction: all rows or none
+            self._db.executemany(
+                "INSERT OR REPLACE INTO features (backbone, digest, dim, vec) VALUES (?, ?, ?, ?)",
+                [(backbone, d, int(v.size), np.asarray(v, np.float32).tobytes()) for d, v in items])
+
+    def count(self, backbone: str | None = None) -> int:
+        if backbone is None:
+            return self._db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM features WHERE backbone = ?", [backbone]).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class Failure:
+    """An image that could not be used, with the reason code and a human explanation."""
+
+    index: int
+    path: Path
+    reason: str
+    detail: str
+
+
+@dataclass
+class Extraction:
+    features: np.ndarray                  # (N, D) float32; rows of failed images are NaN
+    failures: list[Failure] = field(default_factory=list)
+    n_cached: int = 0
+    n_computed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Boolean mask of rows that hold real features."""
+        mask = np.ones(len(self.features), dtype=bool)
+        mask[[f.index for f in self.failures]] = False
+        return mask
+
+
+def load_batches(paths: Sequence[Path], p: Preprocess, batch_size: int,
+                 threads: int = DECODE_THREADS) -> Iterator[tuple[list[int], np.ndarray, list[Failure]]]:
+    """Decode and preprocess images in background threads, yielding batches in order.
+
+    At most two batches are in flight, so memory stays flat whatever the number of images,
+    and decoding overlaps with the backbone's work on the previous batch. JPEGs are decoded
+    in draft mode straight to about the size the resize needs (much faster, same result
+    to within resampling noise).
+    """
+    mode = "RGB" if p.channels == 3 else "L"
+
+    def work(i: int):
+        try:
+            return i, preprocess(open_image(paths[i], mode=mode, draft_size=p.draft_size), p), None
+        except ImageDecodeError as e:
+            return i, None, Failure(i, Path(paths[i]), e.reason, e.detail)
+        except OSError as e:
+            return i, None, Failure(i, Path(paths[i]), "unreadable", str(e))
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque = deque()
+        starts = range(0, len(paths), batch_size)
+        it = iter(starts)
+        for _ in range(2):
+            s = next(it, None)
+            if s is not None:
+                pending.append(pool.map(work, range(s, min(s + batch_size, len(paths)))))
+        while pending:
+            results = list(pending.popleft())
+            s = next(it, None)
+            if s is not None:
+                pending.append(pool.map(work, range(s, min(s + batch_size, len(paths)))))
+            idx = [i for i, a, _ in results if a is not None]
+            arrays = [a for _, a, _ in results if a is not None]
+            fails = [f for _, _, f in results if f is not None]
+            batch = np.stack(arrays) if arrays else np.zeros((0, p.channels, p.input_size, p.input_size), np.float32)
+            yield idx, batch, fails
+
+
+def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[str] | None = None, *,
+                     cache: FeatureCache | None = None, batch_size: int = 32, engine: str = "auto",
+                     progress: bool = False, on_batch: Callable[[int, int], None] | None = None) -> Extraction:
+    """Features of ``paths`` from a frozen ``backbone``; cached rows are reused when ``digests``
+    (sha256 of each file, as in ``Sample.digest``) and ``cache`` are given.
+
+    >>> ex = extract_features(create_backbone(), ["cat.jpg"])   # doctest: +SKIP
+    >>> ex.features.shape
+    (1, 1904)
+    """
+    from .engines import make_engine
+
+    t0 = time.perf_counter()
+    paths = [Path(p) for p in paths]
+    out = np.full((len(paths), backbone.feature_dim), np.nan, dtype=np.float32)
+    key = backbone.cache_key
+    todo = list(range(len(paths)))
+    n_cached = 0
+    if cache is not None and digests is not None:
+        hit = cache.get(key, digests)
+        for i, d in enumerate(digests):
+            if d in hit:
+                out[i] = hit[d]
+        todo = [i for i, d in enumerate(digests) if d not in hit]
+        n_cached = len(paths) - len(todo)
+    failures: list[Failure] = []
+    if todo:
+        p = backbone.preprocess
+        run = make_engine(backbone, key, (p.channels, p.input_size, p.input_size), prefer=engine)
+        bar = _progress(len(todo), "features", progress)
+        done = 0
+        for idx, batch, fails in load_batches([paths[i] for i in todo], p, batch_size):
+            for f in fails:
+                failures.append(Failure(todo[f.index], f.path, f.reason, f.detail))
+            if len(idx):
+                feats = run(batch)
+                rows = [todo[i] for i in idx]
+                out[rows] = feats
+                if cache is not None and digests is not None:
+                    cache.put(key, [(digests[r], out[r]) for r in rows])
+            done += len(idx) + len(fails)
+            if bar is not None:
+                bar.update(len(idx) + len(fails))
+            if on_batch is not None:
+                on_batch(done, len(todo))
+        if bar is not None:
+            bar.close()
+    failures.sort(key=lambda f: f.index)
+    return Extraction(out, failures, n_cached, len(todo) - len(failures), time.perf_counter() - t0)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
