@@ -94,3 +94,38 @@ def folder_state(root: str | Path) -> dict[str, tuple[int, int]]:
 def class_folder(tmp_path: Path) -> Path:
     """3 classes (cat, dog, fish) x 6 distinct 32x32 PNGs in ``tmp_path / "photos"``."""
     return make_class_folder(tmp_path / "photos")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Every test run gets its own feature / ONNX cache, never the user's ~/.cache.
+
+    Session-scoped so the backbone's ONNX export is made once per run.
+    """
+    old = os.environ.get("HEADSTART_CACHE_DIR")
+    os.environ["HEADSTART_CACHE_DIR"] = str(tmp_path_factory.mktemp("headstart-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HEADSTART_CACHE_DIR", None)
+    else:
+        os.environ["HEADSTART_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    """The real embedded EfficientNet-Lite0 (loaded once per run)."""
+    from headstart.backbones import create_backbone
+
+    return create_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory):
+    """A real model folder: the embedded backbone + a head trained on 3 coloured classes."""
+    from headstart import ImageClassifier
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_class_folder(root / "data", n=10, size=(48, 48))
+    clf = ImageClassifier(val_fraction=0.2, test_fraction=0.2).fit(data)
+    clf.save(root / "model")
+    return root / "model", data
