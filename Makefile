@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all test-cluster bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m ''
+
+# Ray (~400 MB, ~80 s to install) and torchrun tests: not in CI's time budget.
+test-cluster: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[cluster]'
+	$(PY) -m pytest -q -m '' tests/test_ray.py tests/test_distributed.py
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -85,8 +85,9 @@ def test_summary_errors(argv, words, capsys):
         assert word in str(info.value)
 
 
-def test_summary_of_a_folder_is_not_supported_yet(tmp_path):
-    with pytest.raises(HeadstartError, match="model folders are not supported yet"):
+def test_summary_of_a_folder_that_is_not_a_model(tmp_path):
+    # model folders are summarised (tests/test_featuremaps.py); any other folder is an error
+    with pytest.raises(HeadstartError, match="not a complete headstart model folder"):
         summary(str(tmp_path))
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import HeadstartError, NotFittedError
-from .estimator import ImageClassifier, load
+from .estimator import ImageClassifier, ImagePredictor, load
 
-__all__ = ["HeadstartError", "ImageClassifier", "NotFittedError", "__version__", "load",
+__all__ = ["HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "__version__", "load",
            "create_backbone", "list_backbones", "scan"]
 
 

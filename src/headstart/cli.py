@@ -14,12 +14,26 @@ from pathlib import Path
 
 from .errors import HeadstartError
 
+TASK_NAMES = ["binary", "multiclass", "multilabel", "continuous", "count"]  # tasks.TASKS (imports torch)
+
 
 def _add_common_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of each class carved for validation where DATA has no val folder (default 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of each class carved for testing where DATA has no test folder (default 0.1)")
+
+
+def _add_labels(p: argparse.ArgumentParser, targets: bool = True) -> None:
+    p.add_argument("--labels", metavar="CSV",
+                   help="CSV with one row per image: a path relative to DATA and its target (instead of class folders)")
+    p.add_argument("--path-column", help="the CSV's path column (default 'path', else the first column)")
+    if targets:
+        p.add_argument("--target-column",
+                       help="the CSV's target column (default the first of label, target, count, value; else the second)")
+        p.add_argument("--skip-bad-rows", action="store_true",
+                       help="leave out CSV rows with problems (missing files, duplicates, bad targets) instead of "
+                            "stopping; the report says how many")
 
 
 def cmd_backbones(args) -> int:
@@ -62,8 +76,21 @@ def cmd_train(args) -> int:
 
     clf = ImageClassifier(backbone=args.backbone, weights=args.weights, head=args.head,
                           val_fraction=args.val_fraction, test_fraction=args.test_fraction, epochs=args.epochs,
-                          engine=args.engine, use_cache=not args.no_cache, seed=args.seed, verbose=not args.quiet)
-    clf.fit(args.data)
+                          engine=args.engine, use_cache=not args.no_cache, seed=args.seed, verbose=not args.quiet,
+                          task=args.task, loss=args.loss, skip_bad_rows=args.skip_bad_rows,
+                          input_size=args.input_size, resize=args.resize, flip=not args.no_flip)
+    from . import cli_finetune
+
+    cli_finetune.check(args)  # bad --finetune options fail before the main job
+    cluster = importlib.import_module(".cli_ray", __package__)
+    cluster.before_train(args, clf)  # --ray: the cluster fills the cache; --distributed: join torchrun's group
+    clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
+    if not cluster.is_main_process():
+        return 0  # --distributed: only rank 0 reports and writes the model folder
+    if args.finetune is not None:
+        cli_finetune.run(clf, args)
+    print(f"task: {clf.fit_info_['task']} ({clf.fit_info_['task_reason']})")
+    _print_skipped_rows(clf.scan_)
     out = clf.save(args.out)
     test = clf.metrics_.get("test")
     if test:
@@ -72,8 +99,26 @@ def cmd_train(args) -> int:
         print("no test split: run `headstart evaluate` on held-out images for an honest figure")
     if args.json:
         _write_json(args.json, clf.metrics_)
+    warning = _data_warning(clf, args.data)
+    if not args.no_report:
+        from .evaluation.html import model_report, write_html
+
+        page = model_report(clf, test or {"score": clf.metrics_.get("validation", {}).get("score")},
+                            title="headstart: training report",
+                            data=getattr(getattr(clf, "scan_", None), "root", args.data),
+                            warnings=[warning] if warning else [])
+        print(f"report written to {write_html(args.report or Path(out) / 'report.html', page)}")
+    if warning:
+        print(warning)
     print(f"\nmodel saved to {out}  ({clf.fit_info_['seconds']:.1f} s in all)")
     return 0
+
+
+def _data_warning(clf, data) -> str | None:
+    from .doctor import warning_line
+
+    check = getattr(clf, "data_check_", None)
+    return warning_line(check, str(data)) if check else None
 
 
 def cmd_evaluate(args) -> int:
@@ -81,10 +126,18 @@ def cmd_evaluate(args) -> int:
     from .evaluation.report import format_report
 
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
-    m = clf.evaluate(args.data)
+    clf.skip_bad_rows = args.skip_bad_rows
+    m = clf.evaluate(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
     print(format_report(m, str(args.data)))
+    if m.get("skipped_rows"):
+        print(f"skipped {len(m['skipped_rows'])} bad rows of {args.labels} (--skip-bad-rows)")
     if args.json:
         _write_json(args.json, m)
+    if not args.no_report:
+        from .evaluation.html import evaluate_report_path, model_report, write_html
+
+        page = model_report(clf, m, title=f"headstart: evaluation on {Path(args.data).name}", data=args.data)
+        print(f"report written to {write_html(args.report or evaluate_report_path(args.model, args.data), page)}")
     return 0
 
 
@@ -92,10 +145,23 @@ def cmd_predict(args) -> int:
     from .data.scan import find_images
     from .estimator import load
 
-    files = find_images(args.paths)
+    if args.labels:
+        from .data.labels_csv import listed_files
+
+        if len(args.paths) != 1:
+            raise HeadstartError(f"with --labels, give one DATA folder that the CSV's paths are relative to; "
+                                 f"got {len(args.paths)} paths: {args.paths[:3]}.")
+        files = listed_files(args.paths[0], args.labels, path_column=args.path_column)
+    else:
+        files = find_images(args.paths)
     if not files:
         raise HeadstartError(f"no images found in {', '.join(map(str, args.paths))}.")
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
+    importlib.import_module(".cli_ray", __package__).before_predict(args, clf, files)
+    task = clf.task_
+    if args.sort_into and task.name not in ("binary", "multiclass"):
+        raise HeadstartError(f"--sort-into copies images into one folder per predicted class; this model's task is "
+                             f"{task.name}, which has no single class per image. Use --format csv instead.")
     rows = clf.predict_files(files, top_k=args.top_k)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -103,18 +169,16 @@ def cmd_predict(args) -> int:
         import csv
 
         w = csv.writer(sys.stdout)
-        w.writerow(["file", "label", "probability", "top", "error"])
+        w.writerow(["file", *task.columns, "error"])
         for r in rows:
-            top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", []))
-            w.writerow([r["file"], r.get("label", ""), f"{r['probability']:.4f}" if "probability" in r else "",
-                        top, r.get("error", "")])
+            cells = [""] * len(task.columns) if "error" in r else task.cells(r)
+            w.writerow([r["file"], *cells, r.get("error", "")])
     else:
         for r in rows:
             if "error" in r:
                 print(f"{r['file']}: ERROR {r['reason']}: {r['error']}")
             else:
-                top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top"])
-                print(f"{r['file']}: {r['label']} ({r['probability']:.2f})   top: {top}")
+                print(f"{r['file']}: {task.text(r)}")
     if args.sort_into:
         from .predict_io import sort_into
 
@@ -124,6 +188,16 @@ def cmd_predict(args) -> int:
     if failed:
         print(f"{failed} of {len(rows)} files could not be read (see ERROR lines)", file=sys.stderr)
     return 0
+
+
+def _print_skipped_rows(result) -> None:
+    skipped = getattr(result, "skipped_rows", [])
+    if skipped:
+        print(f"skipped {len(skipped)} bad rows of {result.source} (--skip-bad-rows):")
+        for r in skipped[:10]:
+            print(f"  {r.describe()}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more")
 
 
 def _write_json(path: str, payload) -> None:
@@ -158,21 +232,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="local weights file for a timm backbone (safetensors or state dict)")
     p.add_argument("--head", choices=["mlp", "linear"], default="mlp",
                    help="mlp (default; measured 1-7 points better) or linear (retrain.py's single softmax layer)")
-    p.add_argument("--epochs", type=int, help="head training epochs (default 25)")
+    p.add_argument("--epochs", type=int, help="head training epochs (default 25; scratch CNNs: at most 30, early stopping)")
+    p.add_argument("--input-size", type=int, metavar="N", help="scratch CNNs: side of the square input in px (default 64)")
+    p.add_argument("--resize", metavar="MODE", help="scratch CNNs: crop (centre square), pad (letterbox, default) or stretch")
+    p.add_argument("--no-flip", action="store_true", help="scratch CNNs: no random horizontal flips (digits, text)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--json", metavar="FILE", help="write validation and test metrics as JSON")
+    p.add_argument("--report", metavar="FILE", help="HTML report to write (default MODEL_DIR/report.html)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add_common_data(p)
+    _add_labels(p)
+    p.add_argument("--task", choices=["auto", *TASK_NAMES], default="auto",
+                   help="what to predict (default auto: inferred from the targets, and the reason printed)")
+    p.add_argument("--loss", choices=["auto", "mse", "huber"], default="auto",
+                   help="continuous task: mse (default) or huber (robust to a few wrong targets)")
+    importlib.import_module(".cli_finetune", __package__).add_arguments(p)
+    importlib.import_module(".cli_ray", __package__).add_arguments(p, train=True)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
     p.add_argument("model", help="model folder")
     p.add_argument("data", help="labelled folder (its test split when it has train/val/test folders)")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("--report", metavar="FILE",
+                   help="HTML report to write (default: beside the model folder, MODEL_DIR-evaluate-<DATA name>.html)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
     p.add_argument("--quiet", action="store_true")
+    _add_labels(p)
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict images (files or folders)")
@@ -183,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort-into", metavar="DIR", help="copy (never move) each image into DIR/<predicted label>/")
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
     p.add_argument("--quiet", action="store_true")
+    _add_labels(p, targets=False)
+    importlib.import_module(".cli_ray", __package__).add_arguments(p)
     p.set_defaults(run=cmd_predict)
 
     for module in EXTRA_COMMANDS:
@@ -194,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 # ``sub.add_parser(...)`` and sets ``run``. They must import torch only inside the commands.
 EXTRA_COMMANDS = [
     ".cli_lab",
+    ".cli_doctor",
+    ".cli_export",
+    ".serve.cli",
+    ".cli_ray",
 ]
 
 

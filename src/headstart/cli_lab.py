@@ -2,6 +2,9 @@
 
 ``headstart summary SPEC [--input HxWxC]``: each layer of a CNN built from a spec with its
 output shape and parameters, the total, and what a fully connected layer would cost instead.
+``headstart summary MODEL_DIR``: the same table for a saved model's backbone, then its head.
+
+``headstart featuremaps MODEL_DIR IMAGE --out maps.png``: see ``featuremaps.py``.
 
 ``headstart filter IMAGE --kernel laplacian --out edges.png``: convolve an image with a
 kernel (the lecture's Laplacian example) and write the response as a PNG.
@@ -22,8 +25,8 @@ DEFAULT_SUMMARY_INPUT = "64x64x3"
 
 def add_arguments_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC",
-                   help='a CNN spec, e.g. "conv32-bn-relu-maxpool,conv64-bn-relu-gap" '
-                        "(model folders are not supported yet)")
+                   help='a CNN spec, e.g. "conv32-bn-relu-maxpool,conv64-bn-relu-gap", '
+                        "or a model folder (its backbone's layers)")
     p.add_argument("--input", default=DEFAULT_SUMMARY_INPUT, metavar="HxWxC",
                    help=f"input shape: height x width x channels (default {DEFAULT_SUMMARY_INPUT};"
                         " 400x400x3 reproduces the lecture's 230-billion example)")
@@ -34,10 +37,8 @@ def run_summary(args: argparse.Namespace) -> int:
     from .backbones.scratch import ScratchBackbone
     from .summary import format_summary, parse_input_shape, summarize_module
 
-    if Path(args.spec).is_dir():
-        raise HeadstartError(
-            f"model folders are not supported yet: {args.spec!r} is a folder; give a CNN spec "
-            'instead, e.g. headstart summary "conv32-bn-relu-maxpool,fc" --input 64x64x3')
+    if Path(args.spec).is_dir():  # a model folder: its backbone's layers
+        return run_summary_model(args)
     shape = parse_input_shape(args.input or DEFAULT_SUMMARY_INPUT)
     h, w, c = shape
     if h != w:
@@ -47,6 +48,29 @@ def run_summary(args: argparse.Namespace) -> int:
     backbone = ScratchBackbone(args.spec, input_size=h, channels=c)
     print(f"{backbone.name}: a feature vector of {backbone.feature_dim} per image")
     print(format_summary(summarize_module(backbone, shape), shape))
+    return 0
+
+
+def run_summary_model(args: argparse.Namespace) -> int:
+    """The layers of a saved model's backbone (at its own input size), then its head."""
+    from .estimator import load
+    from .summary import format_summary, summarize_module
+
+    clf = load(args.spec)
+    bb, p = clf.backbone_, clf.backbone_.preprocess
+    shape = (p.input_size, p.input_size, p.channels)
+    if args.input not in (None, DEFAULT_SUMMARY_INPUT) and args.input != "x".join(map(str, shape)):
+        raise HeadstartError(f"{args.spec!r} is a model folder; its backbone takes "
+                             f"{'x'.join(map(str, shape))} images, so --input {args.input} does not "
+                             "apply. Drop --input")
+    module = getattr(bb, "model", bb)  # the timm model inside a pretrained backbone
+    print(f"{args.spec}: backbone {bb.name}, {p.resize} to {p.input_size}x{p.input_size}, "
+          f"{p.channels} channel{'s' if p.channels > 1 else ''}; features: {bb.feature_dim} per image")
+    print(format_summary(summarize_module(module, shape), shape))
+    h = clf.head_
+    n_head = sum(t.numel() for t in h.parameters())
+    print(f"\nhead ({h.kind}): {h.in_dim} features -> {h.out_dim} outputs, {n_head:,} parameters; "
+          f"task {clf.task_.name}")
     return 0
 
 
@@ -127,3 +151,9 @@ def register(sub) -> None:
     p = sub.add_parser("filter", help="convolve an image with a kernel (e.g. the lecture's Laplacian)")
     add_arguments_filter(p)
     p.set_defaults(run=run_filter)
+    from . import featuremaps  # light: torch is imported inside its functions
+
+    p = sub.add_parser("featuremaps", help="feature maps of an early, middle and late stage, and "
+                       "the first layer's filters, as a PNG")
+    featuremaps.add_arguments(p)
+    p.set_defaults(run=featuremaps.run_featuremaps)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ class OnnxEngine:
 def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]) -> None:
     """Export with a dynamic batch axis (legacy TorchScript exporter: no onnxscript needed)."""
     dummy = torch.zeros(1, *input_shape)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deliberate
         torch.onnx.export(model.eval().cpu(), (dummy,), str(tmp), opset_version=17, dynamo=False,
                           input_names=["input"], output_names=["output"],
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})

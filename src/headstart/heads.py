@@ -32,7 +32,13 @@ class Head(nn.Module):
     def set_input_stats(self, features: torch.Tensor) -> None:
         """Standardise with the training features' mean and std (per dimension)."""
         self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0).clamp_min(1e-6))
+        std = features.std(0)
+        # Floor: a feature (nearly) constant in training must not turn a small change at test
+        # time into a huge input (plain synthetic images leave many features dead; counts and
+        # numbers, unlike softmax, do not saturate). On sign-digits it touches 19 of 1904 dims.
+        alive = std[std > 1e-6]
+        floor = 0.01 * float(alive.median()) if len(alive) else 1e-6
+        self.std.copy_(std.clamp_min(max(floor, 1e-6)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
         return self.net((x - self.mean) / self.std)

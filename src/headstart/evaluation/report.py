@@ -5,6 +5,8 @@ from __future__ import annotations
 
 def format_report(m: dict, title: str = "test split") -> str:
     """Headline with its baseline, per-class table, confusion matrix, confused pairs, worst files."""
+    if m.get("task") in _OTHER_TASKS:
+        return _OTHER_TASKS[m["task"]](m, title)
     labels = m["labels"]
     out = [f"== {title}: {m['n_images']} images =="]
     base = m["baseline"]
@@ -36,6 +38,64 @@ def format_report(m: dict, title: str = "test split") -> str:
         for w in m["worst"][:5]:
             out.append(f"  {w['file']}: true {w['true']} (p={w['p_true']:.2f}), "
                        f"predicted {w['predicted']} (p={w['p_predicted']:.2f})")
+    return _footer(m, out)
+
+
+def _footer(m: dict, out: list[str]) -> str:
     if m.get("skipped"):
         out.append(f"skipped {len(m['skipped'])} files that could not be read")
+    if m.get("skipped_rows"):
+        out.append(f"skipped {len(m['skipped_rows'])} bad rows of the labels CSV")
     return "\n".join(out)
+
+
+def _worst_numbers(m: dict, out: list[str]) -> None:
+    if m.get("worst"):
+        out.append("worst-predicted files:")
+        for w in m["worst"][:5]:
+            out.append(f"  {w['file']}: true {w['true']:.4g}, predicted {w['predicted']:.4g}")
+
+
+def _continuous(m: dict, title: str) -> str:
+    b = m["baseline"]
+    out = [f"== {title}: {m['n_images']} images ==",
+           f"{'':<8} {'model':>10} {'baseline':>10}   (baseline: always the {b['name']}, {b['value']:.4g})"]
+    for key in ("mae", "rmse", "r2"):
+        out.append(f"{key.upper() if key != 'r2' else 'R^2':<8} {m[key]:>10.4f} {b[key]:>10.4f}")
+    _worst_numbers(m, out)
+    return _footer(m, out)
+
+
+def _count(m: dict, title: str) -> str:
+    b = m["baseline"]
+    out = [f"== {title}: {m['n_images']} images (mean count {m['count_mean']:.2f}) ==",
+           f"{'':<22} {'model':>10} {'baseline':>10}   (baseline: always the {b['name']}, {b['value']:.3g})"]
+    for key, name in (("mae", "MAE"), ("rmse", "RMSE"), ("exact_count_accuracy", "exact-count accuracy"),
+                      ("poisson_deviance", "Poisson deviance")):
+        out.append(f"{name:<22} {m[key]:>10.4f} {b[key]:>10.4f}")
+    out.append(f"{'deviance explained':<22} {m['d2_poisson']:>10.4f}")
+    out.append(f"{'90% interval coverage':<22} {m['interval_coverage']:>10.4f}")
+    _worst_numbers(m, out)
+    return _footer(m, out)
+
+
+def _multilabel(m: dict, title: str) -> str:
+    b = m["baseline"]
+    out = [f"== {title}: {m['n_images']} images ==",
+           f"{'':<24} {'model':>8} {'baseline':>8}   (baseline: {b['name']}, present when >= 0.5)"]
+    for key in ("micro_f1", "macro_f1", "mean_average_precision", "subset_accuracy"):
+        out.append(f"{key:<24} {m[key]:>8.4f} {b[key]:>8.4f}")
+    width = max(12, *(len(c) for c in m["labels"]))
+    out += ["", f"{'label':<{width}}  precision  recall     f1     AP  threshold  support"]
+    for c in m["labels"]:
+        pl = m["per_label"][c]
+        out.append(f"{c:<{width}}  {pl['precision']:9.3f}  {pl['recall']:6.3f}  {pl['f1']:5.3f}  "
+                   f"{pl['average_precision']:5.3f}  {pl['threshold']:9.3f}  {pl['support']:7d}")
+    if m.get("worst"):
+        out.append("worst-predicted files:")
+        for w in m["worst"][:5]:
+            out.append(f"  {w['file']}: true {w['true'] or '(none)'}, predicted {w['predicted'] or '(none)'}")
+    return _footer(m, out)
+
+
+_OTHER_TASKS = {"continuous": _continuous, "count": _count, "multilabel": _multilabel}

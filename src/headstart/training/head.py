@@ -35,6 +35,7 @@ class HeadConfig:
     label_smoothing: float = 0.1
     batch_size: int = 128
     epochs: int = 25
+    max_steps: int = 1000
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -60,8 +61,10 @@ def fit_head(task: Task, x: np.ndarray, targets, config: HeadConfig = HeadConfig
     head.set_input_stats(X)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(X) / config.batch_size)
-    # Small data sets still get enough optimiser steps to converge.
+    # Small data sets still get enough optimiser steps to converge; large ones stop at
+    # max_steps so re-training on tens of thousands of images stays fast (explicit --epochs lifts it).
     epochs = max(config.epochs, math.ceil(MIN_STEPS / steps_per_epoch))
+    epochs = max(1, min(epochs, config.max_steps // steps_per_epoch))
     total = steps_per_epoch * epochs
     warmup = max(1, int(0.1 * total))
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -1,0 +1,96 @@
+"""Prediction speed from JPEG files vs the bare backbone on random tensors, in one run.
+
+    .venv/bin/python benchmarks/predict_speed.py [--model MODEL_DIR] [--data DIR] [--n 128]
+
+Prints images/s of (a) the backbone engine alone on random (B, 3, 224, 224) tensors and
+(b) ``ImageClassifier.predict_files`` on real JPEGs (hash, decode, preprocess, backbone,
+head, decoding of the scores; feature cache off), at batch 1 and batch 32, and the ratio
+b / a (goal >= 0.9). Without --model, a fresh untrained head stands in (its cost is
+negligible; the speed does not depend on its weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "clothing-small" / "test"
+
+
+def classifier(model_dir: str | None, engine: str):
+    from headstart import ImageClassifier, load
+    from headstart.backbones import create_backbone
+    from headstart.heads import Head
+    from headstart.tasks import Multiclass
+
+    if model_dir:
+        clf = load(model_dir, engine=engine)
+    else:
+        clf = ImageClassifier(engine=engine)
+        clf.backbone_ = create_backbone()
+        labels = [f"c{i}" for i in range(10)]
+        clf.task_, clf.classes_ = Multiclass(labels), labels
+        clf.head_ = Head(clf.backbone_.feature_dim, 10).eval()
+    clf.use_cache = False
+    return clf
+
+
+def bare_rate(clf, batch: int, n: int) -> float:
+    from headstart.engines import make_engine
+
+    bb = clf.backbone_
+    p = bb.preprocess
+    run = make_engine(bb, bb.cache_key, (p.channels, p.input_size, p.input_size), prefer=clf.engine)
+    x = np.random.default_rng(0).standard_normal((batch, p.channels, p.input_size, p.input_size)).astype(np.float32)
+    run(x)  # warm-up
+    reps = max(1, n // batch)
+    t = time.perf_counter()
+    for _ in range(reps):
+        run(x)
+    return reps * batch / (time.perf_counter() - t), run.name
+
+
+def predict_rate(clf, files: list[Path], batch: int) -> float:
+    clf.batch_size = batch
+    clf.predict_files(files[:batch])  # warm-up (engine session, thread pool)
+    t = time.perf_counter()
+    rows = clf.predict_files(files)
+    dt = time.perf_counter() - t
+    assert not any("error" in r for r in rows)
+    return len(files) / dt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="model folder (default: untrained head on the embedded backbone)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help=f"JPEG folder (default {DEFAULT_DATA})")
+    ap.add_argument("--n", type=int, default=128, help="images per measurement (default 128)")
+    ap.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch"])
+    args = ap.parse_args()
+
+    from headstart.data.scan import find_images
+
+    if not Path(args.data).is_dir():
+        print(f"data folder {args.data} not found: pass --data DIR of JPEG images", file=sys.stderr)
+        return 2
+    files = find_images([args.data])
+    files = files[:: max(1, len(files) // args.n)][: args.n]
+    clf = classifier(args.model, args.engine)
+    print(f"{len(files)} JPEGs from {args.data}; {os.cpu_count()} CPU cores (load average "
+          f"{os.getloadavg()[0]:.1f} at start)")
+    print(f"{'batch':>5}  {'bare backbone img/s':>20}  {'predict from JPEG img/s':>24}  {'ratio':>6}")
+    for batch in (1, 32):
+        bare, engine = bare_rate(clf, batch, args.n)
+        pred = predict_rate(clf, files, batch)
+        print(f"{batch:>5}  {bare:>20.1f}  {pred:>24.1f}  {pred / bare:>6.2f}   ({engine})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

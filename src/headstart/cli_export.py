@@ -1,0 +1,39 @@
+"""``headstart export MODEL_DIR --format onnx|torchscript``: one self-checking file.
+
+Heavy imports (torch, onnx) happen inside the command so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `headstart train`")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (ONNX Runtime, any language) or torchscript (torch.jit.load); default onnx")
+    p.add_argument("--out", metavar="FILE", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
+    p.add_argument("--min-accuracy", type=float, metavar="X",
+                   help="refuse to export unless the model's recorded test accuracy is at least X (e.g. 0.9)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="ONNX only: int8 weights and activations (static, calibrated on training images "
+                        "when the data folder is available; dynamic otherwise); reports the accuracy change")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    r = export_model(args.model, args.format, args.out, min_accuracy=args.min_accuracy, quantize=args.quantize)
+    q = r.quantized
+    print(f"exported {r.format} to {r.path}  (parity {r.max_abs_diff:.2e} on {r.n_check_images} images, "
+          f"{r.seconds:.1f} s)")
+    if "test_accuracy_int8" in q:
+        print(f"int8 test accuracy {q['test_accuracy_int8']:.4f} vs fp32 {q['test_accuracy_fp32']:.4f} "
+              f"({100 * (q['test_accuracy_int8'] - q['test_accuracy_fp32']):+.2f} points)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a model folder to ONNX or TorchScript, checked against PyTorch")
+    add_arguments(p)
+    p.set_defaults(run=run)

@@ -1,0 +1,176 @@
+"""``--ray [ADDRESS]`` for ``train`` and ``predict``, and the ``headstart embed`` command.
+
+``headstart embed DATA --ray [ADDRESS] [--out DIR]``: features of every image in DATA computed
+on a Ray cluster (a local one without ADDRESS) and put in the feature cache, optionally also
+written as Parquet shards; ``headstart embed --import DIR`` puts such shards into this
+machine's cache. ``train --ray`` / ``predict --ray`` run the same embedding first, then the
+usual single-machine head fit / prediction reads every feature from the cache.
+
+Ray is imported inside the functions (``headstart --help`` stays instant, and Ray is optional).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import HeadstartError
+
+
+def add_arguments(p: argparse.ArgumentParser, train: bool = False) -> None:
+    g = p.add_argument_group("cluster (Ray: pip install 'headstart[cluster]'; torchrun)")
+    if train:
+        g.add_argument("--distributed", action="store_true",
+                       help="under `torchrun --nproc-per-node N`: train a scratch CNN (--backbone scratch:SPEC) "
+                            "with DistributedDataParallel over N processes (gloo on CPUs, NCCL on GPUs); "
+                            "rank 0 writes the model folder")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="compute features with Ray Data: on the cluster at ADDRESS (HOST:PORT, ray://HOST:PORT "
+                        "or auto), or on a local Ray when no address is given. Files must be readable at the "
+                        "same path on every node.")
+    g.add_argument("--num-workers", type=int, default=1, metavar="N", help="with --ray: backbone actors (default 1)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                   help="with --ray: CPUs per backbone actor (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="with --ray: GPUs per backbone actor (default 0)")
+
+
+def config(args: argparse.Namespace):
+    from .ray_jobs import RayConfig
+
+    for name in ("num_workers", "cpus_per_worker"):
+        if getattr(args, name) <= 0:
+            raise HeadstartError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    if args.gpus_per_worker < 0:
+        raise HeadstartError(f"--gpus-per-worker must be 0 or more, got {args.gpus_per_worker}.")
+    return RayConfig(address=args.ray or None, num_workers=args.num_workers,
+                     cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+
+
+def embed_into_cache(backbone, paths, digests, args, *, out=None, quiet: bool = False):
+    """Run the Ray job for the images not cached yet; returns the ``Extraction``."""
+    from .features import FeatureCache
+    from .ray_jobs import ray_extract, require_ray
+
+    cfg = config(args)
+    require_ray()
+    if not backbone.pretrained:
+        raise HeadstartError(f"--ray computes cached features of a pretrained backbone; {backbone.name!r} is built "
+                             "from scratch and trained end to end (nothing to cache). Drop --ray.")
+    cache = FeatureCache()
+    try:
+        ex = ray_extract(backbone, paths, digests, config=cfg, cache=cache, out=out,
+                         engine=getattr(args, "engine", "auto"), progress=not quiet)
+    finally:
+        cache.close()
+    if not quiet:
+        print(f"features (ray): {ex.n_cached} from cache, {ex.n_computed} computed in {ex.seconds:.1f} s, "
+              f"{len(ex.failures)} failed", file=sys.stderr)
+    return ex
+
+
+def is_main_process() -> bool:
+    """False on the ranks > 0 of a ``--distributed`` run (without importing torch otherwise)."""
+    if "torch" not in sys.modules:
+        return True
+    from .training.distributed import is_main_process as main
+
+    return main()
+
+
+def before_train(args: argparse.Namespace, clf=None) -> None:
+    """``train --distributed``: join torchrun's process group (ranks > 0 stay quiet).
+    ``train --ray``: the same scan as ``fit``, then the cluster fills the cache."""
+    if getattr(args, "distributed", False):
+        if not args.backbone.startswith("scratch:") or args.finetune is not None:
+            raise HeadstartError(f"--distributed trains a CNN built from scratch (--backbone scratch:SPEC) with "
+                                 f"DistributedDataParallel; got --backbone {args.backbone}"
+                                 + (" with --finetune" if args.finetune is not None else "")
+                                 + ". Distributed fine-tuning of a pretrained backbone is not done yet; a frozen "
+                                 "backbone's head trains in seconds on one machine (use --ray for the features).")
+        from .training.distributed import init_from_env
+
+        rank, _ = init_from_env()
+        if rank > 0 and clf is not None:
+            clf.verbose = False
+    if args.ray is None:
+        return
+    from .backbones import create_backbone
+    from .estimator import ImageClassifier
+    from .ray_jobs import require_ray
+
+    config(args)
+    require_ray()  # before the scan: say how to install at once
+    if args.backbone.startswith("scratch:"):
+        raise HeadstartError(f"--ray computes cached features of a pretrained backbone; {args.backbone!r} is built "
+                             "from scratch and trained end to end (nothing to cache). Drop --ray.")
+    clf = ImageClassifier(val_fraction=args.val_fraction, test_fraction=args.test_fraction, task=args.task,
+                          loss=args.loss, skip_bad_rows=args.skip_bad_rows)
+    result = clf._read(args.data, args.labels, args.path_column, args.target_column, training=True)
+    bb = create_backbone(args.backbone, weights=args.weights)
+    embed_into_cache(bb, [s.path for s in result.samples], [s.digest for s in result.samples], args,
+                     quiet=args.quiet)
+
+
+def before_predict(args: argparse.Namespace, clf, files) -> None:
+    """``predict --ray``: the cluster fills the cache for the model's backbone."""
+    if args.ray is None:
+        return
+    from .data.scan import file_sha256
+
+    files = [f for f in files if f.is_file()]
+    embed_into_cache(clf.backbone_, files, [file_sha256(f) for f in files], args, quiet=args.quiet)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .features import FeatureCache
+
+    if args.import_shards:
+        from .ray_jobs import import_shards
+
+        cache = FeatureCache()
+        try:
+            n = import_shards(args.import_shards, cache)
+        finally:
+            cache.close()
+        print(f"imported {n} feature rows from {args.import_shards} into {cache.path}")
+        return 0
+    if not args.data:
+        raise HeadstartError("give DATA (a folder of images) to embed, or --import DIR to import Parquet shards.")
+    if args.ray is None:
+        args.ray = ""  # embed is the cluster command: a local Ray unless an address is given
+    from .backbones import create_backbone
+    from .data.scan import scan
+    from .ray_jobs import require_ray
+
+    config(args)
+    require_ray()  # before the scan: say how to install at once
+
+    result = scan(args.data, progress=not args.quiet)
+    bb = create_backbone(args.backbone, weights=args.weights)
+    ex = embed_into_cache(bb, [s.path for s in result.samples], [s.digest for s in result.samples], args,
+                          out=args.out, quiet=args.quiet)
+    n_bad = len(result.bad) + len(ex.failures)
+    print(f"{len(result.samples) - len(ex.failures)} images have features ({bb.cache_key}); "
+          f"{ex.n_cached} were cached already" + (f"; shards in {args.out}" if args.out else ""))
+    if n_bad:
+        print(f"{n_bad} files skipped:")
+        for b in result.bad:
+            print(f"  {b.rel}: {b.reason}: {b.detail}")
+        for f in ex.failures:
+            print(f"  {result.samples[f.index].rel}: {f.reason}: {f.detail}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("embed", help="compute the backbone features of a folder on a Ray cluster (cached; Parquet)")
+    p.add_argument("data", nargs="?", help="folder: DATA/<class>/* or DATA/{train,val,test}/<class>/*")
+    p.add_argument("--out", metavar="DIR", help="also write the features as Parquet shards (digest, backbone, vector)")
+    p.add_argument("--import", dest="import_shards", metavar="DIR",
+                   help="put the Parquet shards in DIR (from --out, e.g. copied off a cluster) into this cache")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", help="local weights file for a timm backbone")
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
+    p.add_argument("--quiet", action="store_true")
+    add_arguments(p)
+    p.set_defaults(run=cmd_embed)

@@ -1,0 +1,108 @@
+"""Join concurrent prediction requests into batches for one worker thread.
+
+Each request hands over its decoded images and gets a ``Future``. The worker takes the first
+waiting request, waits up to ``wait_ms`` for more (up to ``max_batch`` images in all), runs the
+model once on all of them, and hands each request its own rows back. One thread owns the model,
+so the backbone's engine is never called from two threads at once and batches stay large.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+Predict = Callable[[Sequence[Image.Image], int], list[dict]]
+
+
+@dataclass
+class _Request:
+    images: list[Image.Image]
+    top_k: int
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    images: int = 0
+    requests: int = 0
+    largest: int = 0
+
+
+class Batcher:
+    """``submit(images, top_k)`` from any thread -> a ``Future`` of one result dict per image.
+
+    >>> b = Batcher(clf.predict_images, wait_ms=5)       # doctest: +SKIP
+    >>> b.submit([img], top_k=3).result()                 # doctest: +SKIP
+    [{'label': 'cat', 'probability': 0.93, 'top': [...]}]
+    """
+
+    def __init__(self, predict: Predict, *, wait_ms: float = 5.0, max_batch: int = 64, name: str = "model"):
+        self.predict = predict
+        self.wait_s = max(0.0, wait_ms) / 1000
+        self.max_batch = max(1, max_batch)
+        self.stats = BatchStats()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"headstart-batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, images: list[Image.Image], top_k: int) -> Future:
+        req = _Request(list(images), top_k)
+        self._queue.put(req)
+        return req.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        carry: _Request | None = None
+        while True:
+            first = carry or self._queue.get()
+            carry = None
+            if first is None:
+                return
+            batch, n = [first], len(first.images)
+            deadline = time.monotonic() + self.wait_s
+            while n < self.max_batch:
+                try:
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if nxt is None:  # close(): finish this batch, then stop
+                    self._queue.put(None)
+                    break
+                if n + len(nxt.images) > self.max_batch:
+                    carry = nxt  # starts the next batch
+                    break
+                batch.append(nxt)
+                n += len(nxt.images)
+            self._run_batch([r for r in batch if r.future.set_running_or_notify_cancel()])
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        # Requests asking for different top_k are decoded separately (rare; same model call cost).
+        by_k: dict[int, list[_Request]] = {}
+        for r in batch:
+            by_k.setdefault(r.top_k, []).append(r)
+        for k, reqs in by_k.items():
+            try:
+                rows = self.predict([im for r in reqs for im in r.images], k)
+            except BaseException as e:  # the worker survives; each waiting request gets the error
+                for r in reqs:
+                    r.future.set_exception(e)
+                continue
+            s = 0
+            for r in reqs:
+                r.future.set_result(rows[s:s + len(r.images)])
+                s += len(r.images)
+        n = sum(len(r.images) for r in batch)
+        self.stats.batches += 1
+        self.stats.images += n
+        self.stats.requests += len(batch)
+        self.stats.largest = max(self.stats.largest, n)

@@ -1,0 +1,61 @@
+"""``headstart serve [MODEL_DIR]``: the HTTP API and the page (teach-only without a model)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import HeadstartError
+
+TOKEN_ENV = "HEADSTART_TOKEN"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model over HTTP with a web page to try it and teach a new one",
+                       description="Serve MODEL_DIR over HTTP: POST /v1/predict, GET /v1/model, GET /healthz, "
+                                   "API docs at /docs and a page at / to try images and teach a new model. "
+                                   "Without MODEL_DIR the page starts in teach-only mode.")
+    p.add_argument("model", nargs="?", metavar="MODEL_DIR", help="model folder (optional: teach-only without it)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--token", default=None,
+                   help=f"require 'Authorization: Bearer TOKEN' on every request (default: ${TOKEN_ENV})")
+    p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body in MB (default 64)")
+    p.add_argument("--max-images", type=int, default=32, help="most images in one prediction request (default 32)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="largest image in pixels, read from its header before decoding (default 40,000,000)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long to wait for concurrent requests to join a batch (default 5 ms)")
+    p.add_argument("--max-batch", type=int, default=32, help="most images per model call (default 32)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to receive a request and answer it, else 408 (default 30)")
+    p.add_argument("--work-dir", help="folder for teach jobs (default: a temporary folder removed at exit)")
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
+    p.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import ServeSettings, create_app
+
+    if args.model and not os.path.isdir(args.model):
+        raise HeadstartError(f"model folder {args.model!r} does not exist: give a folder written by "
+                             "`headstart train --out DIR`, or leave it out to start in teach-only mode.")
+    settings = ServeSettings(
+        model_dir=args.model, host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV) or None,
+        max_upload_mb=args.max_upload_mb, max_images=args.max_images, max_pixels=args.max_pixels,
+        batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch, timeout_s=args.timeout,
+        work_dir=args.work_dir, engine=args.engine)
+    app = create_app(settings)
+    what = f"model {os.path.basename(os.path.abspath(args.model))!r}" if args.model else "teach-only mode (no model yet)"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"headstart serving {what} at http://{host}:{args.port}/  (API docs: /docs"
+          + (", token required" if settings.token else "") + ")", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                # longer than clients' usual 5 s idle expiry, so a client never reuses a
+                # connection the server is closing at that very moment
+                timeout_keep_alive=15,
+                timeout_graceful_shutdown=5)
+    return 0

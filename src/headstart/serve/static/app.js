@@ -1,0 +1,323 @@
+// headstart's page: try a model on images, or teach a new one. Plain JS, no build step.
+// Everything goes through the documented HTTP API (see /docs).
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+const TOKEN_KEY = "headstart-token";
+const TEACH_SIDE = 320;   // teach images are scaled down to this short side before upload
+const PARALLEL = 4;       // predictions in flight at once (the server batches them)
+
+const state = { models: [], model: null, topK: 3, stream: null, job: null };
+
+// ---- API -------------------------------------------------------------------------------
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const res = await fetch(path, Object.assign({}, options, { headers }));
+  if (res.status === 401) {
+    $("#token-form").hidden = false;
+    $("#token-input").focus();
+  }
+  const isJson = (res.headers.get("content-type") || "").includes("application/json");
+  const body = isJson ? await res.json() : await res.blob();
+  if (!res.ok) throw new Error((body && body.error) || res.status + " " + res.statusText);
+  return body;
+}
+
+function notice(message) {
+  const el = $("#notice");
+  el.textContent = message || "";
+  el.hidden = !message;
+}
+
+// ---- model info --------------------------------------------------------------------------
+async function refreshModel(preferId) {
+  let info;
+  try {
+    info = await api("/v1/model" + (preferId ? "?model=" + encodeURIComponent(preferId) : ""));
+  } catch (e) {
+    state.model = null;
+    $("#model-chip").textContent = "no model yet";
+    $("#no-model").hidden = false;
+    $("#drop").hidden = true;
+    return;
+  }
+  state.models = info.models;
+  state.model = info.id;
+  $("#no-model").hidden = true;
+  $("#drop").hidden = false;
+  $("#model-chip").textContent = `${info.source === "taught" ? "taught model" : info.name} · ${info.labels.length} classes`;
+  $("#model-chip").title = info.labels.join(", ");
+  $("#model-labels").textContent = "Classes: " + info.labels.join(", ");
+  const sel = $("#model-select");
+  sel.innerHTML = "";
+  for (const id of info.models) {
+    const opt = document.createElement("option");
+    opt.value = id;
+    opt.textContent = id === "served" ? "served model" : id.replace("taught-", "taught ");
+    sel.appendChild(opt);
+  }
+  sel.value = info.id;
+  sel.hidden = info.models.length < 2;
+}
+
+// ---- Try -----------------------------------------------------------------------------------
+function resultCard(src, name) {
+  const card = document.createElement("div");
+  card.className = "card pending";
+  card.innerHTML = `<img alt=""><div class="body"><div class="file"></div><div class="label">predicting…</div><div class="bars"></div></div>`;
+  $("img", card).src = src;
+  $(".file", card).textContent = name;
+  $("#results").prepend(card);
+  return card;
+}
+
+function showPrediction(card, p) {
+  card.classList.remove("pending");
+  $(".label", card).innerHTML = "";
+  $(".label", card).append(document.createTextNode(p.label));
+  const pct = document.createElement("span");
+  pct.className = "pct";
+  pct.textContent = (100 * p.probability).toFixed(1) + "%";
+  $(".label", card).append(pct);
+  const bars = $(".bars", card);
+  for (const t of p.top || []) {
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.innerHTML = `<div class="track"><div class="fill"></div><div class="name"></div></div><div class="v"></div>`;
+    $(".fill", row).style.width = (100 * t.probability).toFixed(1) + "%";
+    $(".name", row).textContent = t.label;
+    $(".v", row).textContent = (100 * t.probability).toFixed(0) + "%";
+    bars.append(row);
+  }
+}
+
+function showError(card, message) {
+  card.classList.remove("pending");
+  card.classList.add("error");
+  $(".label", card).textContent = message;
+}
+
+async function predictOne(blob, name) {
+  const card = resultCard(URL.createObjectURL(blob), name);
+  const form = new FormData();
+  form.append("images", blob, name);
+  const q = `?top_k=${state.topK}` + (state.model ? "&model=" + encodeURIComponent(state.model) : "");
+  try {
+    const out = await api("/v1/predict" + q, { method: "POST", body: form });
+    showPrediction(card, out.predictions[0]);
+  } catch (e) {
+    showError(card, e.message);
+  }
+}
+
+async function predictFiles(files) {
+  const queue = Array.from(files).filter(f => f.size !== undefined);
+  const workers = Array.from({ length: PARALLEL }, async () => {
+    while (queue.length) {
+      const f = queue.shift();
+      await predictOne(f, f.name || "image");
+    }
+  });
+  await Promise.all(workers);
+}
+
+// ---- camera ------------------------------------------------------------------------------
+async function startCamera(video, panel) {
+  try {
+    if (!state.stream) state.stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    video.srcObject = state.stream;
+    panel.hidden = false;
+    $$(".snap").forEach(b => (b.hidden = false));
+  } catch (e) {
+    notice("The camera is not available: " + e.message);
+  }
+}
+
+function stopCamera() {
+  if (state.stream) state.stream.getTracks().forEach(t => t.stop());
+  state.stream = null;
+  $$(".camera").forEach(p => (p.hidden = true));
+  $$(".snap").forEach(b => (b.hidden = true));
+}
+
+function grabFrame(video) {
+  const c = document.createElement("canvas");
+  c.width = video.videoWidth;
+  c.height = video.videoHeight;
+  c.getContext("2d").drawImage(video, 0, 0);
+  return new Promise(resolve => c.toBlob(resolve, "image/jpeg", 0.92));
+}
+
+// ---- Teach -------------------------------------------------------------------------------
+let classCounter = 0;
+
+function addClass(name) {
+  const node = $("#class-template").content.firstElementChild.cloneNode(true);
+  node.files = [];
+  $(".name", node).value = name || `Class ${++classCounter}`;
+  $(".files", node).addEventListener("change", e => { addExamples(node, e.target.files); e.target.value = ""; });
+  $(".remove", node).addEventListener("click", () => node.remove());
+  $(".snap", node).hidden = !state.stream;
+  $(".snap", node).addEventListener("click", async () => {
+    const blob = await grabFrame($("#video-teach"));
+    if (blob) addExamples(node, [new File([blob], `snap-${Date.now()}.jpg`, { type: "image/jpeg" })]);
+  });
+  dropTarget(node, files => addExamples(node, files));
+  $("#classes").append(node);
+  return node;
+}
+
+function addExamples(node, files) {
+  const thumbs = $(".thumbs", node);
+  const hint = $(".hint", thumbs);
+  if (hint) hint.remove();
+  for (const f of files) {
+    node.files.push(f);
+    const img = document.createElement("img");
+    img.src = URL.createObjectURL(f);
+    img.title = f.name;
+    thumbs.append(img);
+  }
+  $(".count", node).textContent = `${node.files.length} image${node.files.length === 1 ? "" : "s"}`;
+}
+
+// Scale an image down (short side TEACH_SIDE) so a thousand examples upload quickly.
+async function shrink(file) {
+  try {
+    const bmp = await createImageBitmap(file);
+    const s = Math.min(1, TEACH_SIDE / Math.min(bmp.width, bmp.height));
+    if (s >= 1) return file;
+    const c = document.createElement("canvas");
+    c.width = Math.round(bmp.width * s);
+    c.height = Math.round(bmp.height * s);
+    c.getContext("2d").drawImage(bmp, 0, 0, c.width, c.height);
+    return await new Promise(resolve => c.toBlob(resolve, "image/jpeg", 0.92));
+  } catch (e) {
+    return file;  // the server decides whether it is an image, and says so
+  }
+}
+
+async function train() {
+  notice("");
+  const cards = $$(".class-card");
+  const form = new FormData();
+  let n = 0;
+  for (const card of cards) {
+    const label = $(".name", card).value.trim();
+    for (const f of card.files) {
+      form.append("images", await shrink(f), f.name || "image.jpg");
+      form.append("labels", label);
+      n++;
+    }
+  }
+  $("#train").disabled = true;
+  $("#job").hidden = false;
+  $("#job-done").hidden = true;
+  setJob({ progress: 0, message: `uploading ${n} images…`, status: "running" });
+  try {
+    const job = await api("/v1/teach/jobs", { method: "POST", body: form });
+    pollJob(job.id);
+  } catch (e) {
+    setJob({ progress: 0, message: e.message, status: "failed" });
+    $("#train").disabled = false;
+  }
+}
+
+function setJob(job) {
+  $("#job-bar").style.width = (100 * (job.progress || 0)).toFixed(0) + "%";
+  const status = $("#teach-status");
+  status.className = "status " + (job.status || "");
+  if (job.status === "failed") status.textContent = job.error || job.message;
+  else if (job.status === "done") {
+    const m = job.metrics || {};
+    const acc = m.validation_accuracy !== undefined ? ` · validation accuracy ${(100 * m.validation_accuracy).toFixed(0)}% on ${m.validation_images} images` : "";
+    status.textContent = `Done: ${job.message}${acc}.`;
+  } else status.textContent = job.message;
+}
+
+async function pollJob(id) {
+  for (;;) {
+    let job;
+    try {
+      job = await api("/v1/teach/jobs/" + id);
+    } catch (e) {
+      setJob({ status: "failed", message: e.message });
+      break;
+    }
+    setJob(job);
+    if (job.status === "done") {
+      state.job = job;
+      $("#job-done").hidden = false;
+      await refreshModel(state.model === "served" ? "served" : job.model);
+      break;
+    }
+    if (job.status === "failed") break;
+    await new Promise(r => setTimeout(r, 500));
+  }
+  $("#train").disabled = false;
+}
+
+async function download(e) {
+  e.preventDefault();
+  if (!state.job) return;
+  try {
+    const blob = await api(state.job.download);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `headstart-model-${state.job.id}.zip`;
+    a.click();
+  } catch (err) {
+    notice(err.message);
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+function dropTarget(el, onFiles) {
+  el.addEventListener("dragover", e => { e.preventDefault(); el.classList.add("over"); });
+  el.addEventListener("dragleave", () => el.classList.remove("over"));
+  el.addEventListener("drop", e => {
+    e.preventDefault();
+    el.classList.remove("over");
+    onFiles(Array.from(e.dataTransfer.files).filter(f => !f.type || f.type.startsWith("image/")));
+  });
+}
+
+function show(view) {
+  $$(".tab").forEach(t => t.classList.toggle("active", t.dataset.view === view));
+  $("#view-try").hidden = view !== "try";
+  $("#view-teach").hidden = view !== "teach";
+}
+
+function init() {
+  $$(".tab").forEach(t => t.addEventListener("click", () => show(t.dataset.view)));
+  $$("[data-goto]").forEach(b => b.addEventListener("click", () => show(b.dataset.goto)));
+  $("#file-input").addEventListener("change", e => { predictFiles(e.target.files); e.target.value = ""; });
+  $("#model-select").addEventListener("change", e => refreshModel(e.target.value));
+  dropTarget($("#drop"), predictFiles);
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) $$(".camera-only").forEach(b => (b.hidden = true));
+  $("#camera-try").addEventListener("click", () => startCamera($("#video"), $("#camera-panel")));
+  $("#camera-teach").addEventListener("click", () => startCamera($("#video-teach"), $("#teach-camera")));
+  $$(".camera-stop").forEach(b => b.addEventListener("click", stopCamera));
+  $("#capture").addEventListener("click", async () => {
+    const blob = await grabFrame($("#video"));
+    if (blob) predictOne(blob, "camera frame");
+  });
+  $("#add-class").addEventListener("click", () => addClass());
+  $("#train").addEventListener("click", train);
+  $("#try-new").addEventListener("click", async () => { await refreshModel(state.job.model); show("try"); });
+  $("#download").addEventListener("click", download);
+  $("#token-form").addEventListener("submit", e => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("#token-input").value);
+    $("#token-form").hidden = true;
+    refreshModel();
+  });
+  addClass();
+  addClass();
+  refreshModel();
+}
+
+init();

@@ -1,0 +1,410 @@
+"""Fine-tune the last stages of a pretrained backbone on cached activations.
+
+A full fine-tune runs every image through the whole network every epoch. Here the frozen
+lower part runs once per image and view (ONNX Runtime, like feature extraction), its output
+(the input of the first unfrozen stage) and the late-stage averages it already holds are kept
+in memory (and on disk under the cache folder), and only the unfrozen stages and the head are
+trained, in PyTorch:
+
+    images --(frozen stages, once, K views)--> activations --(last N stages + head, every epoch)--> loss
+
+Recipe (``FinetuneConfig``; fastai's discriminative learning rates): the head starts from a
+head trained on the frozen features of the training split (warm start, so the first steps do
+not wreck the body), AdamW with a lower learning rate for the body than for the head, warm-up
+then cosine decay, label smoothing, BatchNorm statistics frozen (affine parameters trained),
+a few augmented views per training image (random crop + flip), early stopping on the
+validation split keeping the best epoch. Every epoch writes a checkpoint (``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import HeadstartError
+from ..heads import Head
+from ..paths import atomic_path, cache_dir
+from ..tasks import Task
+from .checkpoint import Checkpoint
+
+DEFAULT_STAGES = 2
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    stages: int = DEFAULT_STAGES  # the last N stages of the backbone are trained
+    epochs: int = 8
+    batch_size: int = 64
+    lr_body: float = 1e-4
+    lr_head: float = 3e-4
+    weight_decay: float = 0.01    # body; the head keeps its own (HeadConfig.weight_decay)
+    label_smoothing: float = 0.1
+    warmup: float = 0.1           # share of the steps spent warming up
+    patience: int = 3             # epochs without a better validation score before stopping
+    views: int = 2                # cached views per training image: the plain one + (views - 1) augmented
+    bn: str = "frozen"            # "frozen": BatchNorm uses its ImageNet statistics; "train": updates them
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FinetuneResult:
+    backbone: nn.Module           # a copy of the backbone with the fine-tuned stages
+    head: Head
+    history: list[dict]
+    best_epoch: int
+    val_score: float
+    val_score_start: float        # the warm-started head on the frozen backbone
+    seconds: float
+    seconds_cache: float          # computing (or loading) the frozen part's activations
+    resumed_from: int = 0
+
+
+def check_finetunable(backbone, stages: int) -> int:
+    """The number of stages the backbone has; errors that explain themselves otherwise."""
+    if not getattr(backbone, "pretrained", True):
+        raise HeadstartError(
+            f"--finetune continues training a pretrained backbone, but {backbone.name!r} is built from "
+            "scratch: every layer is already trained, end to end. Drop --finetune.")
+    try:
+        n = len(backbone.stages())
+    except NotImplementedError:
+        raise HeadstartError(f"--finetune needs a backbone split into stages; {backbone.name!r} is not. "
+                             "Use efficientnet_lite0 (the default).") from None
+    if not hasattr(backbone, "tapped"):
+        raise HeadstartError(f"--finetune supports the embedded EfficientNet-Lite backbones, got {backbone.name!r}.")
+    if not 1 <= stages <= n:
+        raise HeadstartError(f"--finetune {stages}: {backbone.name} has {n} stages, so N must be between 1 "
+                             f"and {n} (the maximum, {n}, trains the whole backbone).")
+    return n
+
+
+# ---- the backbone split in two ------------------------------------------------------------
+def _tap_stages(backbone) -> list[int]:
+    """Stage indices (of ``stages()``) whose global average is part of the features."""
+    return [s + 1 for s in backbone.tapped] + [len(backbone.stages()) - 1]
+
+
+class Lower(nn.Module):
+    """The frozen stages: image -> [activation at the first unfrozen stage, flattened | taps]."""
+
+    def __init__(self, backbone, first_trained: int):
+        super().__init__()
+        self.stages = nn.ModuleList(backbone.stages()[:first_trained])
+        self.taps = [i for i in _tap_stages(backbone) if i < first_trained]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, act + taps)
+        taps = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.taps:
+                taps.append(x.mean((2, 3)))
+        return torch.cat([x.flatten(1), *taps], dim=1)
+
+
+class Upper(nn.Module):
+    """The trained stages: cached activation (+ frozen taps) -> the backbone's feature vector."""
+
+    def __init__(self, backbone, first_trained: int, act_shape: tuple[int, ...]):
+        super().__init__()
+        self.stages = nn.ModuleList(backbone.stages()[first_trained:])
+        self.taps = [i - first_trained for i in _tap_stages(backbone) if i >= first_trained]
+        self.act_shape, self.act_dim = act_shape, int(np.prod(act_shape))
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:  # (B, act + frozen taps) -> (B, feature_dim)
+        x = a[:, :self.act_dim].reshape(-1, *self.act_shape)  # (B, C, h, w)
+        taps = [a[:, self.act_dim:]]
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.taps:
+                taps.append(x.mean((2, 3)))
+        return torch.cat(taps, dim=1)
+
+
+# ---- activations of the frozen part, K views per image --------------------------------------
+def _views(path: Path, p, n_views: int, seed: int) -> list[np.ndarray]:
+    """The plain preprocessed image, then ``n_views - 1`` augmented ones (zoom-crop + flip)."""
+    from PIL import Image
+
+    from ..data.images import open_image
+    from ..data.transforms import _RESAMPLE, preprocess, to_array
+
+    img = open_image(path, mode="RGB" if p.channels == 3 else "L", draft_size=p.draft_size)
+    out = [preprocess(img, p)]
+    rng = np.random.default_rng([seed, int(hashlib.sha256(str(path).encode()).hexdigest()[:8], 16)])
+    s = p.input_size
+    for _ in range(n_views - 1):
+        short = p.resize_size * rng.uniform(1.0, 1.35)  # zoom in by up to 35 %
+        w, h = img.size
+        scale = short / min(w, h)
+        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+        v = img.resize((nw, nh), _RESAMPLE[p.interpolation])
+        left, top = int(rng.integers(0, nw - s + 1)), int(rng.integers(0, nh - s + 1))
+        v = v.crop((left, top, left + s, top + s))
+        if rng.random() < 0.5:
+            v = v.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out.append(to_array(v, p))
+    return out
+
+
+def activations(backbone, first_trained: int, paths: Sequence[Path], digests: Sequence[str], n_views: int,
+                seed: int, engine: str = "auto", log: Callable[[str], None] | None = None) -> np.ndarray:
+    """(views, N, act + taps) float32 of the frozen lower part; cached on disk by content."""
+    from ..engines import make_engine
+
+    p = backbone.preprocess
+    key = hashlib.sha256(f"{backbone.cache_key}|{first_trained}|{n_views}|{seed}|{','.join(digests)}"
+                         .encode()).hexdigest()[:24]
+    path = cache_dir() / "finetune" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode=None)
+    lower = Lower(backbone, first_trained).eval()
+    run = make_engine(lower, f"{backbone.cache_key}|lower{first_trained}", (p.channels, p.input_size, p.input_size),
+                      prefer=engine)
+    out = None
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(paths), 32):
+            batch = list(pool.map(lambda q: _views(q, p, n_views, seed), paths[start:start + 32]))
+            for v in range(n_views):
+                a = run(np.stack([b[v] for b in batch]))
+                if out is None:
+                    out = np.empty((n_views, len(paths), a.shape[1]), np.float32)
+                out[v, start:start + len(batch)] = a
+            if log is not None and (start // 32) % 20 == 0:
+                log(f"  frozen part: {start + len(batch)}/{len(paths)} images x {n_views} views "
+                    f"({time.perf_counter() - t0:.0f} s)")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, out)
+    return out
+
+
+# ---- the loop ----------------------------------------------------------------------------
+def finetune(backbone, head: Head, task: Task, train: tuple[list[Path], list[str], list], val: tuple[list[Path], list[str], list],
+             config: FinetuneConfig = FinetuneConfig(), checkpoint_dir: str | Path | None = None,
+             engine: str = "auto", log: Callable[[str], None] | None = None, data_key: str = "") -> FinetuneResult:
+    """Fine-tune the last ``config.stages`` stages of ``backbone`` and the warm-started ``head``.
+
+    ``train`` and ``val`` are (paths, sha256 digests, targets). Neither ``backbone`` nor
+    ``head`` is changed: the result holds trained copies.
+    """
+    t_start = time.perf_counter()
+    n_stages = check_finetunable(backbone, config.stages)
+    first = n_stages - config.stages
+    backbone = copy.deepcopy(backbone).eval()
+    for prm in backbone.parameters():
+        prm.requires_grad_(False)
+    head = copy.deepcopy(head)
+    views = config.views if first > 0 else 1  # nothing frozen: a single view of the raw pixels
+    a_train = activations(backbone, first, train[0], train[1], views, config.seed, engine, log)
+    a_val = activations(backbone, first, val[0], val[1], 1, config.seed, engine, log)[0]
+    seconds_cache = time.perf_counter() - t_start
+    act_shape = _act_shape(backbone, first)
+    upper = Upper(backbone, first, act_shape)
+    for prm in upper.parameters():
+        prm.requires_grad_(True)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    upper.to(dev)
+    head.to(dev)
+    A = torch.from_numpy(a_train)                     # (views, N, D)
+    Y = task.encode(list(train[2]))
+    A_val = torch.from_numpy(np.ascontiguousarray(a_val))
+
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = A.shape[1]
+    batch = max(2, min(config.batch_size, n // 4))
+    steps_per_epoch = n // batch                      # ragged last batch dropped (batch norm)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup * total))
+    head_wd = 0.05
+    opt = torch.optim.AdamW([
+        {"params": [q for q in upper.parameters()], "lr": config.lr_body, "weight_decay": config.weight_decay},
+        {"params": list(head.parameters()), "lr": config.lr_head, "weight_decay": head_wd}])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
+                                              0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+
+    def score() -> float:
+        return task.selection_score(_scores(upper, head, task, A_val), list(val[2]))
+
+    start_score = score()
+    if log is not None:
+        log(f"fine-tuning the last {config.stages} of {n_stages} stages on {n} images x {views} views; "
+            f"validation before: {start_score:.4f}")
+    history: list[dict] = []
+    best = (start_score, 0, _state(upper, head))
+    start_epoch = 0
+    ck = None
+    if checkpoint_dir is not None:
+        settings = {"data": data_key, "backbone": backbone.cache_key, "training images": len(train[0]),
+                    **{f"finetune {k}": v for k, v in config.to_dict().items()}}
+        ck = Checkpoint(checkpoint_dir, settings)
+        both = nn.ModuleDict({"upper": upper, "head": head})
+        if ck.exists():
+            r = ck.restore(both, opt, sched, {"gen": gen})
+            start_epoch, history = r.epoch, r.state["history"]
+            best = (r.state["best_score"], r.state["best_epoch"], r.tensors)
+            if log is not None:
+                log(f"resumed from the checkpoint after epoch {start_epoch} ({ck.path})")
+    stopped = False
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if epoch - best[1] > config.patience:
+            stopped = True
+            break
+        t0 = time.perf_counter()
+        _train_mode(upper, config.bn)
+        head.train()
+        order = torch.randperm(n, generator=gen)
+        pick = torch.randint(0, views, (n,), generator=gen)
+        losses = []
+        for i in range(steps_per_epoch):
+            idx = order[i * batch:(i + 1) * batch]
+            a = A[pick[idx], idx]                      # (B, D)
+            if first == 0:  # whole backbone trained: the "activation" is the image, augmented on the fly
+                a = _augment_images(a, act_shape, gen)
+            loss = task.loss(head(upper(a.to(dev))), Y[idx].to(dev), config.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        val_score = score()
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_score": val_score,
+               "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        if val_score > best[0]:
+            best = (val_score, epoch, _state(upper, head))
+        if log is not None:
+            log(f"  epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, validation {val_score:.4f} "
+                f"({row['seconds']:.1f} s)")
+        if ck is not None:
+            ck.save(epoch, nn.ModuleDict({"upper": upper, "head": head}), opt, sched, {"gen": gen},
+                    state={"history": history, "best_score": best[0], "best_epoch": best[1]}, tensors=best[2])
+    if stopped and log is not None:
+        log(f"stopped early: no better validation score for {config.patience} epochs")
+    _load_state(upper, head, best[2])
+    upper.cpu()
+    head.cpu()
+    upper.eval()
+    head.eval()
+    from .end_to_end import state_digest
+
+    backbone.weights_id = "finetuned-" + state_digest(backbone.state_dict())[len("trained-"):]
+    return FinetuneResult(backbone, head, history, best[1], float(best[0]), float(start_score),
+                          time.perf_counter() - t_start, seconds_cache, start_epoch)
+
+
+def features_from_activations(backbone, first_trained: int, a: np.ndarray) -> np.ndarray:
+    """Features (N, feature_dim) of cached activations through a (fine-tuned) backbone's upper part."""
+    upper = Upper(backbone, first_trained, _act_shape(backbone, first_trained)).eval()
+    with torch.inference_mode():
+        return torch.cat([upper(torch.from_numpy(a[i:i + 256])) for i in range(0, len(a), 256)]).numpy()
+
+
+def _act_shape(backbone, first: int) -> tuple[int, ...]:
+    p = backbone.preprocess
+    x = torch.zeros(1, p.channels, p.input_size, p.input_size)
+    with torch.no_grad():
+        for stage in backbone.stages()[:first]:
+            x = stage(x)
+    return tuple(x.shape[1:])
+
+
+def _scores(upper: Upper, head: Head, task: Task, a: torch.Tensor) -> np.ndarray:
+    upper.eval()
+    head.eval()
+    dev = next(head.parameters()).device
+    with torch.inference_mode():
+        raw = torch.cat([head(upper(a[i:i + 256].to(dev))).cpu() for i in range(0, len(a), 256)]).numpy()
+    return task.activate(raw)
+
+
+def _augment_images(a: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Flattened normalised images -> randomly zoomed, shifted, flipped, colour-jittered ones."""
+    from .end_to_end import EndToEndConfig, augment
+
+    x = augment(a.reshape(-1, *shape), EndToEndConfig(flip=True, shift=0.08), gen)  # (B, C, H, W)
+    return x.reshape(len(a), -1)
+
+
+def _train_mode(upper: nn.Module, bn: str) -> None:
+    upper.train()
+    if bn == "frozen":
+        for m in upper.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _state(upper: nn.Module, head: nn.Module) -> dict[str, torch.Tensor]:
+    return {**{f"upper.{k}": v.clone() for k, v in upper.state_dict().items()},
+            **{f"head.{k}": v.clone() for k, v in head.state_dict().items()}}
+
+
+def _load_state(upper: nn.Module, head: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    upper.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("upper.")})
+    head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+
+
+# ---- on top of the main job ------------------------------------------------------------------
+def finetune_classifier(clf, config: FinetuneConfig = FinetuneConfig(), checkpoint_dir: str | Path | None = None,
+                        log: Callable[[str], None] | None = None) -> FinetuneResult:
+    """Fine-tune a fitted ``ImageClassifier`` (the main job: frozen backbone + head) in place.
+
+    The warm-start head is trained on the training split's frozen features with the main
+    job's head settings; early stopping uses the validation split; the test split, when there
+    is one, is scored before (``metrics_["test_frozen_head"]``) and after (``metrics_["test"]``).
+    """
+    from .head import fit_head
+
+    check_finetunable(clf.backbone_, config.stages)
+    skipped = {s["file"] for s in getattr(clf, "skipped_", [])}
+    samples = [s for s in clf.scan_.samples if s.rel not in skipped]
+    split = {name: [s for s in samples if s.split == name] for name in ("train", "val", "test")}
+    data_key = hashlib.sha256("\n".join(f"{s.digest} {s.split} {s.label}" for s in samples).encode()).hexdigest()[:16]
+
+    def part(name):
+        ss = split[name]
+        return [s.path for s in ss], [s.digest for s in ss], [s.label for s in ss]
+
+    train, val = part("train"), part("val")
+    feats, _ = clf._features(train[0], train[1])
+    warm = fit_head(clf.task_, feats, train[2], clf.head_config_).head
+    result = finetune(clf.backbone_, warm, clf.task_, train, val, config, checkpoint_dir,
+                      engine=clf.engine, log=log, data_key=data_key)
+    first = len(clf.backbone_.stages()) - config.stages
+    original = clf.backbone_  # its frozen part's activations are cached under its key
+    info = {"config": config.to_dict(), "best_epoch": result.best_epoch, "val_score": result.val_score,
+            "val_score_frozen_head": result.val_score_start, "seconds": round(result.seconds, 1),
+            "seconds_activations": round(result.seconds_cache, 1), "history": result.history}
+    if result.best_epoch == 0:  # no epoch beat the frozen head on validation: keep the main job's model
+        info["kept"] = "frozen head (no fine-tuning epoch beat it on validation)"
+        if log is not None:
+            log("no fine-tuning epoch beat the frozen head on validation: keeping the main job's model")
+        clf.metrics_["finetune"] = info
+        return result
+    clf.backbone_, clf.head_ = result.backbone, result.head
+    if split["test"]:
+        paths, digests, labels = part("test")
+        if first > 0:
+            a = activations(original, first, paths, digests, 1, config.seed, clf.engine, log)[0]
+            test_feats = features_from_activations(result.backbone, first, a)
+        else:
+            test_feats = clf._features(paths, digests)[0]
+        if "test" in clf.metrics_:
+            clf.metrics_["test_frozen_head"] = clf.metrics_["test"]
+        clf.metrics_["test"] = clf._evaluate_features(test_feats, labels, [s.rel for s in split["test"]])
+    clf.metrics_["finetune"] = info
+    return result

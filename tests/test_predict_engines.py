@@ -1,0 +1,32 @@
+"""A model folder predicts the same through ONNX Runtime and through eager PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import write_image
+from headstart import load
+from headstart.data.scan import find_images
+
+
+def test_both_engines_predict_the_same_labels(trained_model, tmp_path):
+    model_dir, data = trained_model
+    # Real files through the whole path (decode, draft mode, preprocessing), plus a larger
+    # JPEG so draft-mode decoding is exercised too.
+    files = find_images([data])[::3] + [write_image(tmp_path / "big.jpg", (640, 480), color=(40, 180, 60))]
+    out = {}
+    for engine in ("torch", "onnxruntime"):
+        clf = load(model_dir, engine=engine)
+        clf.use_cache = False  # otherwise the second engine would read the first one's features
+        out[engine] = (clf.predict(files), clf.predict_proba(files))
+    assert out["torch"][0] == out["onnxruntime"][0]
+    np.testing.assert_allclose(out["torch"][1], out["onnxruntime"][1], atol=1e-4)
+
+
+def test_engines_differ_in_kind(backbone):
+    from headstart.engines import OnnxEngine, TorchEngine, make_engine
+
+    p = backbone.preprocess
+    shape = (p.channels, p.input_size, p.input_size)
+    assert isinstance(make_engine(backbone, backbone.cache_key, shape, prefer="torch"), TorchEngine)
+    assert isinstance(make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime"), OnnxEngine)

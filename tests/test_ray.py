@@ -1,0 +1,153 @@
+"""Feature extraction on a local Ray (2 CPUs): same features, same failures, same cache as one
+machine; a worker that dies mid-job is retried; an unreachable cluster fails fast.
+
+Ray is an optional extra (``pip install 'headstart[cluster]'``): without it these tests are
+skipped, except the ones that check the install hint. Starting Ray and its actors takes
+10-40 s on the shared 2-core machine, so the tests that run a job are marked slow.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_class_folder, truncate_file
+from headstart.errors import HeadstartError
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
+    pytest.importorskip("pyarrow", reason="pyarrow comes with headstart[cluster]")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    root = make_class_folder(tmp_path / "photos", n=6)
+    truncate_file(root / "dog" / "dog_002.png", 0.3)
+    return root
+
+
+def _samples(root: Path):
+    from headstart.data.scan import scan
+
+    r = scan(root)
+    return r, [s.path for s in r.samples], [s.digest for s in r.samples]
+
+
+@pytest.mark.slow
+def test_ray_features_and_failures_match_one_machine(local_ray, photos, backbone, tmp_path):
+    from headstart.features import FeatureCache, extract_features
+    from headstart.ray_jobs import RayConfig, import_shards, ray_extract
+
+    r, paths, digests = _samples(photos)
+    cache = FeatureCache(tmp_path / "cluster.sqlite")
+    ex = ray_extract(backbone, paths, digests, config=RayConfig(num_workers=1, batch_size=8), cache=cache,
+                     out=tmp_path / "shards")
+    ref = extract_features(backbone, paths)
+    assert [(f.index, f.reason, f.detail) for f in ex.failures] == \
+           [(f.index, f.reason, f.detail) for f in ref.failures]
+    assert [r.samples[f.index].rel for f in ex.failures] == ["dog/dog_002.png"]
+    np.testing.assert_allclose(ex.features[ex.ok], ref.features[ref.ok], atol=1e-5)
+    assert ex.n_computed == len(paths) - 1 and ex.n_cached == 0
+
+    # a second run sends nothing to the cluster: every good image comes from the cache
+    again = ray_extract(backbone, paths, digests, config=RayConfig(num_workers=1), cache=cache)
+    assert again.n_cached == len(paths) - 1
+    np.testing.assert_array_equal(again.features[again.ok], ex.features[ex.ok])
+
+    # the shards, imported into another machine's cache, give the same rows under the same keys
+    fresh = FeatureCache(tmp_path / "laptop.sqlite")
+    assert import_shards(tmp_path / "shards", fresh) == len(paths) - 1
+    local = extract_features(backbone, paths, digests, cache=fresh)
+    assert local.n_cached == len(paths) - 1  # only the broken file is tried again
+    np.testing.assert_array_equal(local.features[local.ok], ex.features[ex.ok])
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_mid_job_is_retried(local_ray, photos, backbone, tmp_path, monkeypatch):
+    from headstart.ray_jobs import DIE_ONCE_ENV, RayConfig, ray_extract
+
+    marker = tmp_path / "died-once"
+    monkeypatch.setenv(DIE_ONCE_ENV, str(marker))
+    r, paths, digests = _samples(photos)
+    ex = ray_extract(backbone, paths, digests, config=RayConfig(num_workers=1, batch_size=4))
+    assert marker.exists()  # the actor really did exit on its first batch
+    assert ex.n_computed + len(ex.failures) == len(paths)  # every image accounted for
+    assert np.isfinite(ex.features[ex.ok]).all() and ex.ok.sum() == len(paths) - 1
+
+
+@pytest.mark.slow
+def test_cli_embed_then_train_reuses_the_cluster_features(local_ray, photos, tmp_path, capsys):
+    from headstart.cli import main
+
+    assert main(["embed", str(photos), "--ray", "--quiet", "--out", str(tmp_path / "shards")]) == 0
+    out = capsys.readouterr().out
+    assert "17 images have features" in out and "dog/dog_002.png: truncated" in out
+    assert list((tmp_path / "shards").glob("*.parquet"))
+    assert main(["embed", str(photos), "--ray", "--quiet"]) == 0
+    assert "17 were cached already" in capsys.readouterr().out
+    # single-machine train afterwards: no feature computed (train logs the cache figures)
+    assert main(["train", str(photos), "--out", str(tmp_path / "model"), "--no-report", "--epochs", "3",
+                 "--val-fraction", "0.2", "--test-fraction", "0.2"]) == 0
+    assert "features: 17 from cache, 0 computed" in capsys.readouterr().err
+
+
+def test_unreachable_address_fails_fast_with_a_clear_error():
+    pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
+    from headstart.ray_jobs import RayConfig, connect
+
+    t0 = time.perf_counter()
+    with pytest.raises(HeadstartError, match=r"no Ray cluster answers at '127.0.0.1:9'.*ray start --head"):
+        connect(RayConfig(address="127.0.0.1:9"))
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(HeadstartError, match=r"Ray address 'headnode' is not HOST:PORT"):
+        connect(RayConfig(address="headnode"))
+
+
+def test_without_ray_the_commands_say_how_to_install(monkeypatch, class_folder, capsys):
+    from headstart.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["embed", str(class_folder), "--ray", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray needs Ray Data, which is not installed here" in err
+    assert "pip install 'headstart[cluster]'" in err
+
+
+def test_bad_worker_counts_are_refused(class_folder, capsys):
+    from headstart.cli import main
+
+    assert main(["embed", str(class_folder), "--num-workers", "0", "--quiet"]) == 2
+    assert "--num-workers must be positive, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_predict_with_ray_gives_the_same_predictions(local_ray, trained_model, capsys):
+    from headstart.cli import main
+
+    model, data = trained_model
+    assert main(["predict", str(model), str(data), "--format", "csv", "--quiet"]) == 0
+    plain = capsys.readouterr().out
+    from headstart.features import FeatureCache
+
+    FeatureCache().close()
+    import sqlite3
+
+    from headstart.paths import cache_dir
+
+    with sqlite3.connect(cache_dir() / "features.sqlite") as db:  # forget them: the cluster recomputes
+        db.execute("DELETE FROM features")
+    assert main(["predict", str(model), str(data), "--format", "csv", "--quiet", "--ray"]) == 0
+    assert capsys.readouterr().out == plain
+    assert len(plain.splitlines()) == 31  # header + 30 images
