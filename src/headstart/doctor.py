@@ -65,7 +65,7 @@ class SimilarGroup:
     splits: list[str]
     similarity: float     # lowest cosine similarity of the links that joined the group (1.0 exact)
     spans_classes: bool
-    leak: bool            # one group in two splits (val counts as training: the final head is refitted on it)
+    leak: bool            # one group in two splits (val counts as training: it picks the head's settings)
 
     @property
     def flagged(self) -> bool:

@@ -40,7 +40,7 @@ class ImageClassifier(EndToEndMixin):
 
     def __init__(self, backbone: str = "efficientnet_lite0", weights: str | None = None, head: str = "mlp",
                  val_fraction: float = 0.1, test_fraction: float = 0.1, epochs: int | None = None,
-                 engine: str = "auto", batch_size: int = 32, use_cache: bool = True, refit: bool = True,
+                 engine: str = "auto", batch_size: int = 32, use_cache: bool = True, refit: bool = False,
                  seed: int = 0, verbose: bool = False, task: str = "auto", loss: str = "auto",
                  skip_bad_rows: bool = False, input_size: int | None = None, resize: str | None = None,
                  flip: bool = True):

