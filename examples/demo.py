@@ -1,9 +1,10 @@
 """The demo behind `make demo`: real photos, offline, end to end.
 
 scikit-image ships three real texture photos (brick, grass, gravel). We cut patches from
-each (the left 70 % of a photo for training and validation, the right 30 % for testing, so
-no test patch overlaps a training one), train a head on the embedded EfficientNet-Lite0,
-print the report, and predict a few held-out patches through the same model folder.
+each, from three side-by-side bands of the photo (60 % train, 20 % validation, 20 % test),
+so no validation or test patch overlaps a training one; train a head on the embedded
+EfficientNet-Lite0, print the report, and predict a few held-out patches through the same
+model folder.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 from skimage import data
 
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "demo-out")
-PATCH = 128
+PATCH = 96
 
 
 def make_dataset(root: Path, per_class: int = 60) -> None:
@@ -26,13 +27,14 @@ def make_dataset(root: Path, per_class: int = 60) -> None:
     for name in ("brick", "grass", "gravel"):
         photo = getattr(data, name)()  # (512, 512) greyscale uint8
         h, w = photo.shape[:2]
-        cut = int(w * 0.7)
-        for split, (x0, x1), n in (("train", (0, cut), per_class), ("test", (cut, w), per_class // 3)):
+        a, b = int(w * 0.6), int(w * 0.8)
+        bands = (("train", (0, a), per_class), ("val", (a, b), per_class // 4), ("test", (b, w), per_class // 3))
+        for split, (x0, x1), n in bands:
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 y = rng.integers(0, h - PATCH)
-                x = rng.integers(x0, x1 - PATCH)
+                x = rng.integers(x0, x1 - PATCH + 1)
                 Image.fromarray(photo[y:y + PATCH, x:x + PATCH]).save(folder / f"{name}-{i:03d}.png")
 
 
