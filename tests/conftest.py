@@ -6,6 +6,7 @@ the common cases. Images are small (24-32 px) and never byte-identical unless as
 
 from __future__ import annotations
 
+import csv
 import os
 import struct
 import zlib
@@ -67,6 +68,16 @@ def make_png_bomb(path: str | Path, width: int, height: int) -> Path:
     data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
     data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
     path.write_bytes(bytes(data))
+    return path
+
+
+def write_csv(path: str | Path, header: list[str], rows: list) -> Path:
+    """A CSV of labels (header row, then one row per image)."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
     return path
 
 

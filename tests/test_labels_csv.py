@@ -3,25 +3,16 @@ clear message for each kind of bad input (no backbone needed)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
-from conftest import write_image
+from conftest import write_csv, write_image
 from headstart.cli import main
 from headstart.data.labels_csv import infer_task_name, listed_files, load_labels
 from headstart.data.scan import file_sha256
 from headstart.data.split import assign_split
 from headstart.errors import HeadstartError
-
-
-def write_csv(path: Path, header: list[str], rows: list) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Each trains, evaluates, saves, loads and predicts, through the API and the CLI."
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import headstart
+from conftest import write_csv
 from headstart.cli import main
 from headstart.errors import HeadstartError
 from headstart.tasks import TASKS, Binary, Continuous, Count, Multiclass, Multilabel, poisson_interval, poisson_pmf, \
@@ -34,14 +34,6 @@ def _shape(d: ImageDraw.ImageDraw, kind: str, cx: int, cy: int, r: int, color) -
         d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
     else:
         d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
-
-
-def write_csv(path: Path, header: list[str], rows: list) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def make_counts(root: Path, n: int = 80, seed: int = 0) -> Path:
