@@ -196,6 +196,25 @@ def test_quick_check_and_warning_line():
     line = warning_line(q, "my photos")
     assert "2 of 3 val/test images" in line and "headstart doctor 'my photos'" in line and "\n" not in line
     assert warning_line({"leaked": 0, "n_eval": 3, "label_conflicts": 0}, "x") is None
+    clean = {"leaked": 0, "n_eval": 200, "label_conflicts": 0, "n_val": 100}
+    assert warning_line({**clean, "suspect_val": 4}, "x") is None            # 4 %: not many
+    assert "9 of 100 validation images look mislabelled" in warning_line({**clean, "suspect_val": 9}, "x")
+
+
+def test_train_counts_suspect_validation_labels(tmp_path):
+    from conftest import make_class_folder
+    from headstart import ImageClassifier
+
+    from conftest import CLASS_COLORS, write_image
+
+    data = make_class_folder(tmp_path / "d", n=20, size=(48, 48))
+    for i in (0, 4):  # fish-coloured pictures filed under cat; these names hash into val
+        write_image(data / "cat" / f"odd_{i}.png", (48, 48), color=CLASS_COLORS[2])
+    clf = ImageClassifier(val_fraction=0.3, test_fraction=0.0).fit(data)
+    val = [s for s in clf.scan_.samples if s.split == "val"]
+    planted_in_val = sum("odd_" in s.rel for s in val)
+    assert planted_in_val == 2 and clf.data_check_["n_val"] == len(val)
+    assert planted_in_val <= clf.data_check_["suspect_val"] <= planted_in_val + 1
 
 
 def test_small_classes_and_outliers_on_made_up_features():
@@ -217,3 +236,25 @@ def test_report_to_dict_is_json():
     r = DoctorReport(n_images=0, labels=[], counts={}, cv_accuracy=0.0, suspects=[], groups=[],
                      small_classes=[], confused_pairs=[], outliers=[])
     assert json.loads(json.dumps(r.to_dict()))["summary"]["leaks"] == 0
+
+
+def test_doctor_reads_csv_labels_for_every_task(planted, tmp_path, capsys):
+    from conftest import write_csv
+    from headstart.cli import main
+
+    root, plants, _, before = planted
+    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    classes = write_csv(tmp_path / "classes.csv", ["path", "label"], [(r, r.split("/")[1]) for r in rels])
+    values = write_csv(tmp_path / "values.csv", ["path", "value"], [(r, f"{i / 7:.3f}") for i, r in enumerate(rels)])
+
+    assert main(["doctor", str(root), "--labels", str(classes), "--json", str(tmp_path / "c.json"), "--quiet"]) == 0
+    found = json.loads((tmp_path / "c.json").read_text())
+    top = [s["rel"] for s in found["suspects"][:3]]
+    assert set(plants["wrong"]) <= set(top)
+
+    assert main(["doctor", str(root), "--labels", str(values), "--json", str(tmp_path / "v.json"), "--quiet"]) == 0
+    numeric = json.loads((tmp_path / "v.json").read_text())
+    assert numeric["suspects"] == [] and numeric["small_classes"] == []  # label checks do not apply
+    exact = [g for g in numeric["groups"] if g["kind"] == "exact"]
+    assert [sorted(g["rels"]) for g in exact] == [sorted(plants["exact"])]
+    assert folder_state(root) == before

@@ -16,6 +16,10 @@ def register(sub) -> None:
     p.add_argument("data", help="folder: DATA/<class>/* or DATA/{train,val,test}/<class>/*")
     p.add_argument("--model", metavar="MODEL_DIR", help="use this model's backbone (default: efficientnet_lite0)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="backbone when no --model is given")
+    p.add_argument("--labels", metavar="CSV", help="targets from a CSV (paths relative to DATA), as for train")
+    p.add_argument("--task", default="auto", help="as for train: the task of the --labels CSV (default: inferred)")
+    p.add_argument("--path-column", help="as for train")
+    p.add_argument("--target-column", help="as for train")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the label check (default 5)")
     p.add_argument("--near", type=float, default=None, metavar="COSINE",
                    help="near-duplicate threshold on embedding cosine similarity (default 0.92)")
@@ -41,7 +45,9 @@ def run_doctor(args: argparse.Namespace) -> int:
         raise HeadstartError(f"--near is a cosine similarity in (0, 1], got {args.near}. Use e.g. --near 0.92.")
     report = check_data(args.data, model=args.model, backbone=args.backbone, val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, folds=args.folds, near_threshold=near,
-                        engine=args.engine, use_cache=not args.no_cache, verbose=not args.quiet)
+                        engine=args.engine, use_cache=not args.no_cache, verbose=not args.quiet,
+                        labels=args.labels, task=args.task, path_column=args.path_column,
+                        target_column=args.target_column)
     print(format_doctor(report, top=args.top))
     if args.json:
         from .cli import _write_json

@@ -342,6 +342,11 @@ def quick_check(features: np.ndarray, labels: Sequence[str], splits: Sequence[st
     return {"leaked": len(leaked), "n_eval": int((sp != "train").sum()), "label_conflicts": conflicts}
 
 
+# train warns when more than this share of validation images look mislabelled: the doctor's
+# rule, applied to the held-out validation predictions train already has (no extra fitting).
+SUSPECT_WARN_SHARE = 0.04
+
+
 def warning_line(quick: dict, data: str) -> str | None:
     """One line for the train output, or None when the quick checks found nothing."""
     parts = []
@@ -350,6 +355,9 @@ def warning_line(quick: dict, data: str) -> str | None:
                      "split (a leak: the scores flatter)")
     if quick["label_conflicts"]:
         parts.append(f"{quick['label_conflicts']} identical images are filed under different classes")
+    if quick.get("suspect_val", 0) > SUSPECT_WARN_SHARE * quick.get("n_val", 0):
+        parts.append(f"{quick['suspect_val']} of {quick['n_val']} validation images look mislabelled "
+                     "(the model confidently prefers another class)")
     if not parts:
         return None
     return f"data check: {'; '.join(parts)}. See them: headstart doctor {_quote(data)}"
@@ -360,10 +368,14 @@ def warning_line(quick: dict, data: str) -> str | None:
 def check_data(data: str | Path, *, model: str | Path | None = None, backbone: str = "efficientnet_lite0",
                val_fraction: float = 0.1, test_fraction: float = 0.1, folds: int = 5,
                near_threshold: float = NEAR_THRESHOLD, engine: str = "auto", use_cache: bool = True,
-               verbose: bool = False) -> DoctorReport:
-    """Scan ``data`` and run every check on its embeddings (the backbone of ``model`` when given).
+               verbose: bool = False, labels: str | Path | None = None, task: str = "auto",
+               path_column: str | None = None, target_column: str | None = None) -> DoctorReport:
+    """Scan ``data`` (or read the CSV ``labels``) and run every check on its embeddings (the
+    backbone of ``model`` when given).
 
     Splits are the ones ``train`` would use with the same fractions. Read-only on ``data``.
+    With a CSV of a numeric or multilabel task the label checks (suspects, small and confused
+    classes) do not apply; duplicates, leaks and outliers are checked, over one group.
     """
     import sys
     import time
@@ -373,7 +385,15 @@ def check_data(data: str | Path, *, model: str | Path | None = None, backbone: s
     from .features import FeatureCache, extract_features
 
     t0 = time.perf_counter()
-    result = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
+    if labels is not None:
+        from .data.labels_csv import load_labels
+
+        result = load_labels(data, labels, task=task, path_column=path_column, target_column=target_column,
+                             val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
+        classes = result.task.name in ("binary", "multiclass")
+    else:
+        result = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
+        classes = True
     if model is not None:
         from .estimator import load
 
@@ -390,7 +410,8 @@ def check_data(data: str | Path, *, model: str | Path | None = None, backbone: s
     keep = ex.ok
     samples = [s for s, k in zip(result.samples, keep) if k]
     t1 = time.perf_counter()
-    report = diagnose(ex.features[keep], [s.label for s in samples], [s.split for s in samples],
+    groups = [s.label if classes else "(all images)" for s in samples]
+    report = diagnose(ex.features[keep], groups, [s.split for s in samples],
                       [s.rel for s in samples], [s.digest for s in samples], folds=folds,
                       near_threshold=near_threshold)
     report.root = str(result.root)

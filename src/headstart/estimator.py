@@ -113,6 +113,14 @@ class ImageClassifier(EndToEndMixin):
         from .doctor import quick_check  # leaks and label conflicts, for train's one-line warning
 
         self.data_check_ = quick_check(feats, [s.label for s in samples], list(split), [s.digest for s in samples])
+        if self.task_.name in ("binary", "multiclass"):  # suspect labels among held-out validation images
+            from .doctor import find_suspects
+            from .training.head import predict_scores
+
+            val_scores = predict_scores(self.task_, self.head_, feats[va])
+            suspects = find_suspects(val_scores, self.task_.index(list(y[va])), self.classes_,
+                                     [""] * int(va.sum()), ["val"] * int(va.sum()))
+            self.data_check_.update(suspect_val=len(suspects), n_val=int(va.sum()))
         self.skipped_ = [{"file": result.samples[f.index].rel, "reason": f.reason, "detail": f.detail} for f in failures]
         self.metrics_ = {"validation": {"score": fit.val_score, "metric": self.task_.selection_name,
                                         "n_images": int(va.sum())}}
