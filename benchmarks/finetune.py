@@ -72,14 +72,13 @@ def full_finetune_seconds_per_image(clf, n: int = 64, batch: int = 32) -> float:
 def estimate(args) -> int:
     """Per-image costs measured on a subset, one run: full fine-tune step, frozen-part pass,
     trained-part step; extrapolated to the data set (for a machine too busy for the real run)."""
-    import numpy as np
     import torch
 
     from headstart import ImageClassifier
     from headstart.backbones import create_backbone
     from headstart.data.scan import scan
     from headstart.heads import Head
-    from headstart.training.finetune import FinetuneConfig, Upper, _act_shape, activations
+    from headstart.training.finetune import Upper, _act_shape, activations
 
     cfg = parse_recipe(args.recipe[0] if args.recipe else "")
     r = scan(args.data)
@@ -187,7 +186,7 @@ def main() -> int:
         full = per_img * n_train * max(1, epochs_run)
         name = f"stages={cfg.stages} views={cfg.views} lr={cfg.lr_body:g}/{cfg.lr_head:g} bn={cfg.bn}"
         print(f"{name:<60} {acc:>7.4f} {100 * (acc - acc_frozen):>+7.2f} {dt:>7.0f} {full:>7.0f} {dt / full:>6.2f}")
-    print(f"(full fine-tune time = extrapolated, same number of epochs as the recipe ran)")
+    print("(full fine-tune time = extrapolated, same number of epochs as the recipe ran)")
     return 0
 
 

@@ -625,5 +625,5 @@ def make_task(name: str, loss: str = "auto") -> Task:
     losses = getattr(cls, "LOSSES", ())
     if loss not in losses:
         raise HeadstartError(f"loss {loss!r} does not apply to the {name} task"
-                             + (f"; it takes one of {list(losses)}." if losses else f"; it has one loss. Drop --loss."))
+                             + (f"; it takes one of {list(losses)}." if losses else "; it has one loss. Drop --loss."))
     return cls(loss=loss)

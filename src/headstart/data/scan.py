@@ -335,8 +335,8 @@ def _check_labels(root: Path, candidates: list[_Candidate], samples: list[Sample
         raise HeadstartError(
             f"Every image of class(es) {', '.join(map(repr, dead))} under '{root}' is "
             f"unusable:\n" + "\n".join(lines) + "\nExpected at least one readable image per "
-            f"class. Fix: replace the bad files (the scan's bad-file list names each one "
-            f"and why) or remove the class folder.")
+            "class. Fix: replace the bad files (the scan's bad-file list names each one "
+            "and why) or remove the class folder.")
     if len(labels) < 2:
         n = len(samples)
         raise HeadstartError(

@@ -202,10 +202,13 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
         names = [f.filename for f in images]
         p = m.clf.backbone_.preprocess
         mode, draft = ("RGB" if p.channels == 3 else "L"), p.draft_size
-        decoded = await run_in_threadpool(
-            lambda: [decode_upload(d, n, i, max_pixels=settings.max_pixels, mode=mode, draft_size=draft)
-                     for i, (d, n) in enumerate(zip(datas, names))])
-        del datas
+
+        def decode_all(blobs: list[bytes]) -> list:
+            return [decode_upload(d, n, i, max_pixels=settings.max_pixels, mode=mode, draft_size=draft)
+                    for i, (d, n) in enumerate(zip(blobs, names))]
+
+        decoded = await run_in_threadpool(decode_all, datas)
+        del datas  # the raw bytes are no longer needed while the batch waits
         fut = m.batcher.submit(decoded, top_k)
         remaining = settings.timeout_s - (time.perf_counter() - request.scope["headstart.t0"])
         try:
