@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/extract_speed.py [DATA] [--limit N]
 
 Prints, measured in this one run on this machine:
-- the bare backbone's images/s on random tensors (same engine, same batch size);
+- the bare backbone's images/s on random tensors (batch 32; the faster of one session and one-thread
+  lanes, see bare.py);
 - end-to-end extraction images/s from the JPEG files (decode, resize, forward), cold cache;
 - their ratio (goal >= 0.8);
 - peak RSS of extraction over N/4 and N images (run in child processes): memory should not
@@ -33,26 +34,21 @@ def child(data: str, limit: int, cache_dir: str) -> dict:
 
     from headstart.backbones import create_backbone
     from headstart.data.scan import scan
-    from headstart.engines import make_engine
     from headstart.features import FeatureCache, extract_features
+
+    from bare import bare_rates, best, describe
 
     bb = create_backbone()
     p = bb.preprocess
-    engine = make_engine(bb, bb.cache_key, (3, p.input_size, p.input_size))
     x = np.random.default_rng(0).standard_normal((32, 3, p.input_size, p.input_size)).astype(np.float32)
-    engine(x)  # warm-up
-    t = time.perf_counter()
-    n_bare = 0
-    while time.perf_counter() - t < 10:
-        engine(x)
-        n_bare += len(x)
-    bare = n_bare / (time.perf_counter() - t)
+    rates = bare_rates(bb, x, seconds=8)
+    how, bare = best(rates)
     samples = scan(data).samples[:limit]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
     ex = extract_features(bb, [s.path for s in samples], [s.digest for s in samples], cache=FeatureCache())
     e2e = len(samples) / (time.perf_counter() - t)
-    return {"n": len(samples), "bare_img_s": bare, "e2e_img_s": e2e, "engine": type(engine).__name__,
+    return {"n": len(samples), "bare_img_s": bare, "e2e_img_s": e2e, "engine": how, "bare_all": describe(rates),
             "rss_before_mb": rss_before, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "feature_matrix_mb": ex.features.nbytes / 2**20, "failures": len(ex.failures)}
 
@@ -97,7 +93,8 @@ def main() -> int:
                                  capture_output=True, text=True, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in runs:
-        print(f"{r['n']:>6} images: bare backbone ({r['engine']}, batch 32, random tensors) {r['bare_img_s']:.1f} img/s; "
+        print(f"{r['n']:>6} images: bare backbone on random tensors, batch 32: {r['bare_all']}")
+        print(f"{r['n']:>6} images: bare backbone ({r['engine']}, the faster) {r['bare_img_s']:.1f} img/s; "
               f"end to end {r['e2e_img_s']:.1f} img/s; ratio {r['e2e_img_s'] / r['bare_img_s']:.2f}; "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (feature matrix {r['feature_matrix_mb']:.1f} MB)")
     growth = runs[1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]

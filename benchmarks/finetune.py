@@ -174,7 +174,8 @@ def main() -> int:
         rows.append((cfg, r, acc, dt))
         print(f"fine-tune {cfg}: validation {r.val_score_start:.4f} -> {r.val_score:.4f} (best epoch "
               f"{r.best_epoch}), test {acc_frozen:.4f} -> {acc:.4f} ({100 * (acc - acc_frozen):+.2f} points), "
-              f"{dt:.0f} s ({r.seconds_cache:.0f} s activations)", flush=True)
+              f"{dt:.0f} s ({r.seconds_cache:.0f} s activations; under 1 s = read from the cache), "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     per_img = full_finetune_seconds_per_image(clf, args.full_subset)
     print(f"\nfull fine-tune: {per_img * 1000:.0f} ms per training image per epoch, measured on "
@@ -184,9 +185,11 @@ def main() -> int:
     for cfg, r, acc, dt in rows:
         epochs_run = len(r.history)
         full = per_img * n_train * max(1, epochs_run)
-        name = f"stages={cfg.stages} views={cfg.views} lr={cfg.lr_body:g}/{cfg.lr_head:g} bn={cfg.bn}"
+        name = (f"stages={cfg.stages} views={cfg.views} epochs={epochs_run}/{cfg.epochs} "
+                f"lr={cfg.lr_body:g}/{cfg.lr_head:g} bn={cfg.bn}")
         print(f"{name:<60} {acc:>7.4f} {100 * (acc - acc_frozen):>+7.2f} {dt:>7.0f} {full:>7.0f} {dt / full:>6.2f}")
-    print("(full fine-tune time = extrapolated, same number of epochs as the recipe ran)")
+    print("(full fine-tune time = extrapolated, same number of epochs as the recipe ran; "
+          f"load average {os.getloadavg()[0]:.1f} at the end)")
     return 0
 
 

@@ -41,19 +41,14 @@ def classifier(model_dir: str | None, engine: str):
     return clf
 
 
-def bare_rate(clf, batch: int, n: int) -> float:
-    from headstart.engines import make_engine
+def bare_rate(clf, batch: int, seconds: float) -> tuple[float, str]:
+    """The faster of the two ways of running the backbone alone on random tensors (bare.py)."""
+    from bare import bare_rates, best, describe
 
-    bb = clf.backbone_
-    p = bb.preprocess
-    run = make_engine(bb, bb.cache_key, (p.channels, p.input_size, p.input_size), prefer=clf.engine)
+    p = clf.backbone_.preprocess
     x = np.random.default_rng(0).standard_normal((batch, p.channels, p.input_size, p.input_size)).astype(np.float32)
-    run(x)  # warm-up
-    reps = max(1, n // batch)
-    t = time.perf_counter()
-    for _ in range(reps):
-        run(x)
-    return reps * batch / (time.perf_counter() - t), run.name
+    rates = bare_rates(clf.backbone_, x, seconds, clf.engine)
+    return best(rates)[1], describe(rates)
 
 
 def predict_rate(clf, files: list[Path], batch: int) -> float:
@@ -72,6 +67,9 @@ def main() -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help=f"JPEG folder (default {DEFAULT_DATA})")
     ap.add_argument("--n", type=int, default=128, help="images per measurement (default 128)")
     ap.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch"])
+    ap.add_argument("--seconds", type=float, default=4.0, help="seconds per bare-backbone timing (default 4)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternate bare / predict this many times; the median ratio is printed (default 3)")
     args = ap.parse_args()
 
     from headstart.data.scan import find_images
@@ -84,11 +82,18 @@ def main() -> int:
     clf = classifier(args.model, args.engine)
     print(f"{len(files)} JPEGs from {args.data}; {os.cpu_count()} CPU cores (load average "
           f"{os.getloadavg()[0]:.1f} at start)")
-    print(f"{'batch':>5}  {'bare backbone img/s':>20}  {'predict from JPEG img/s':>24}  {'ratio':>6}")
+    print("each round times the bare backbone, then prediction from JPEGs, back to back; the ratio is the "
+          "median of the rounds' ratios (other load on the machine shifts both alike)")
+    print(f"{'batch':>5}  {'round':>5}  {'bare backbone img/s':>20}  {'predict from JPEG img/s':>24}  {'ratio':>6}")
     for batch in (1, 32):
-        bare, engine = bare_rate(clf, batch, args.n)
-        pred = predict_rate(clf, files, batch)
-        print(f"{batch:>5}  {bare:>20.1f}  {pred:>24.1f}  {pred / bare:>6.2f}   ({engine})", flush=True)
+        ratios = []
+        for r in range(args.rounds):
+            bare, engine = bare_rate(clf, batch, args.seconds)
+            pred = predict_rate(clf, files, batch)
+            ratios.append(pred / bare)
+            print(f"{batch:>5}  {r + 1:>5}  {bare:>20.1f}  {pred:>24.1f}  {pred / bare:>6.2f}   ({engine})", flush=True)
+        print(f"{batch:>5}  median ratio {float(np.median(ratios)):.2f}  (load average {os.getloadavg()[0]:.1f})",
+              flush=True)
     return 0
 
 

@@ -1,13 +1,18 @@
 """Load and fault benchmark for ``headstart serve`` (loopback only, bounded in count and time).
 
     .venv/bin/python benchmarks/serve_load.py                      # 10,000 requests per level
-    .venv/bin/python benchmarks/serve_load.py --requests 500       # while developing
+    .venv/bin/python benchmarks/serve_load.py --requests 300 --no-faults --levels 8   # while developing
 
 1. The bare backbone's throughput (engine only, batches of 32 preprocessed images), measured
-   here in the same run: the baseline for the served images/s.
+   here in the same run: the baseline for the served images/s. It is measured again (5 s, the
+   server idle) after each level, and each level's ratio uses the mean of the measurements
+   just before and just after it, so that a machine shared with other work moves both sides.
 2. ``headstart serve`` in a subprocess; this process fires prediction requests (one 320x240
-   JPEG each) from an async httpx client at concurrency 1, 8 and 32: images/s, p50 / p99
-   latency, errors, and images/s as a ratio to the bare backbone.
+   JPEG each) at concurrency 1, 8 and 32: images/s, p50 / p99 latency, errors, images/s as a
+   ratio to the bare backbone, and the CPU milliseconds per image spent by the server process
+   and by this client (on a shared machine CPU time moves less than wall time). The client is
+   lean on purpose, since it shares the cores with the server: every request is built once as
+   bytes and written to a kept-alive connection with asyncio streams.
 3. A fault run: malformed multipart, truncated images, 200 MB bodies, decompression bombs, a
    wrong token, thousands of tiny requests and clients that vanish mid-upload, interleaved
    with a steady stream of good requests. Every good request must succeed; the server's RSS
@@ -84,23 +89,26 @@ def train_model(root: Path) -> Path:
     return clf.save(root / "model")
 
 
-def backbone_throughput(images: list[bytes], seconds: float) -> float:
-    """Images/s of the engine alone on preprocessed batches of 32 (what the server runs)."""
-    from headstart.backbones import create_backbone
-    from headstart.data.images import open_image
-    from headstart.data.transforms import preprocess
-    from headstart.engines import make_engine
+class Backbone:
+    """The engine alone on preprocessed batches of 32 (what the server runs), measured on demand
+    the two ways ONNX Runtime can use the cores (bare.py); the faster one is the baseline."""
 
-    bb = create_backbone("efficientnet_lite0")
-    p = bb.preprocess
-    run = make_engine(bb, bb.cache_key, (p.channels, p.input_size, p.input_size))
-    x = np.stack([preprocess(open_image(images[i % len(images)]), p) for i in range(32)])  # (32, C, H, W)
-    run(x)  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        run(x)
-        n += len(x)
-    return n / (time.perf_counter() - t0)
+    def __init__(self, images: list[bytes]):
+        from headstart.backbones import create_backbone
+        from headstart.data.images import open_image
+        from headstart.data.transforms import preprocess
+
+        self.bb = create_backbone("efficientnet_lite0")
+        p = self.bb.preprocess
+        self.x = np.stack([preprocess(open_image(images[i % len(images)]), p) for i in range(32)])  # (32, C, H, W)
+
+    def throughput(self, seconds: float) -> tuple[float, float]:
+        """Images/s and CPU ms per image of the faster way, over about ``seconds`` in all."""
+        from bare import bare_rates, best
+
+        rates = bare_rates(self.bb, self.x, seconds / 2)
+        name, img_s = best(rates)
+        return img_s, rates[name]["cpu_ms"]
 
 
 # ---- server -----------------------------------------------------------------------------------
@@ -118,9 +126,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(model: Path, port: int, log: Path, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "headstart.cli", "serve", str(model), "--host", HOST, "--port", str(port),
-           "--token", TOKEN]
+           "--token", TOKEN, *extra]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -141,44 +149,88 @@ def auth(token: str = TOKEN) -> dict:
 
 
 # ---- load -------------------------------------------------------------------------------------
+# A lean client, so that its own CPU (it shares the machine with the server) stays small: each
+# request is built once, as bytes, and sent over a kept-alive connection with asyncio streams.
 
-async def load_level(url: str, images: list[bytes], n: int, concurrency: int, max_seconds: float) -> dict:
+BOUNDARY = "headstart-bench-boundary"
+
+
+def request_bytes(image: bytes, name: str, port: int, top_k: int = 1) -> bytes:
+    """A complete ``POST /v1/predict`` with one JPEG part, ready to write to a socket."""
+    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="images"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+    head = (f"POST /v1/predict?top_k={top_k} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """(status, body, server closes) of one HTTP/1.1 response with a Content-Length."""
+    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+    status = int(head[9:12])
+    i = head.find(b"\r\ncontent-length:")
+    if i < 0:
+        raise ValueError("response without Content-Length")
+    length = int(head[i + 17:head.index(b"\r\n", i + 2)])
+    return status, await reader.readexactly(length), b"\r\nconnection: close" in head
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load_level(port: int, requests: list[bytes], n: int, concurrency: int, max_seconds: float,
+                     server_pid: int | None = None) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     issued = 0
     deadline = time.perf_counter() + max_seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=auth(), timeout=120, limits=limits) as client:
-        async def worker():
-            nonlocal issued
-            while issued < n and time.perf_counter() < deadline:
-                i = issued
-                issued += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post("/v1/predict?top_k=1",
-                                          files=[("images", (f"{i}.jpg", images[i % len(images)], "image/jpeg"))])
-                    key = None if r.status_code == 200 else str(r.status_code)
-                except httpx.HTTPError as e:
-                    key = type(e).__name__
-                if key is None:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors[key] = errors.get(key, 0) + 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+    async def worker():
+        nonlocal issued
+        conn = None
+        while issued < n and time.perf_counter() < deadline:
+            i = issued
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection(HOST, port)
+                conn[1].write(requests[i % len(requests)])
+                status, body, close = await read_response(conn[0])
+                if close:
+                    conn[1].close()
+                    conn = None
+                key = None if status == 200 and b'"label"' in body else str(status)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+                key, conn = type(e).__name__, None
+            if key is None:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors[key] = errors.get(key, 0) + 1
+        if conn is not None:
+            conn[1].close()
+
+    server_cpu, client_cpu = (cpu_seconds(server_pid) if server_pid else 0.0), time.process_time()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    done = max(1, len(latencies))
+    server_ms = (cpu_seconds(server_pid) - server_cpu) / done * 1000 if server_pid else float("nan")
     lat = np.array(latencies) * 1000
     return {"concurrency": concurrency, "requests": issued, "ok": len(latencies), "errors": errors,
             "images_s": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "seconds": wall}
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "seconds": wall,
+            "server_cpu_ms": server_ms, "client_cpu_ms": (time.process_time() - client_cpu) / done * 1000}
 
 
 # ---- faults -----------------------------------------------------------------------------------
 
 async def vanish_mid_upload(port: int) -> str:
-    reader, writer = await asyncio.open_connection(HOST, port)
+    _reader, writer = await asyncio.open_connection(HOST, port)
     writer.write((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
                   "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000\r\n\r\n"
                   '--b\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\n').encode()
@@ -298,6 +350,7 @@ def main() -> int:
     ap.add_argument("--tiny", type=int, default=3000, help="tiny requests in the fault run (default 3,000)")
     ap.add_argument("--model", help="model folder (default: train a small one on generated images)")
     ap.add_argument("--no-faults", action="store_true")
+    ap.add_argument("--serve-args", default="", help="extra options for headstart serve, e.g. '--batch-wait-ms 2'")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="headstart-serve-bench-"))
@@ -307,21 +360,29 @@ def main() -> int:
     t0 = time.perf_counter()
     model = Path(args.model) if args.model else train_model(work)
     print(f"model: {'given' if args.model else f'trained on 24 generated JPEGs in {time.perf_counter() - t0:.0f} s'}")
-    base = backbone_throughput(images, seconds=15)
-    print(f"bare backbone (engine only, batch 32): {base:.1f} images/s\n")
+    backbone = Backbone(images)
+    base, base_cpu = backbone.throughput(15)
+    print(f"bare backbone (engine only, batch 32): {base:.1f} images/s, {base_cpu:.1f} CPU ms per image\n")
 
     port = free_port()
     url = f"http://{HOST}:{port}"
-    server = start_server(model, port, work / "server.log")
+    server = start_server(model, port, work / "server.log", args.serve_args.split())
+    requests = [request_bytes(im, f"{i}.jpg", port) for i, im in enumerate(images)]
     try:
         print(f"{'concurrency':>11} {'requests':>9} {'errors':>7} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'vs backbone':>11}")
-        asyncio.run(load_level(url, images, 32, 4, 60))  # warm-up
+              f"{'backbone':>9} {'ratio':>6} {'server CPU ms/img':>17} {'client':>7}  load")
+        asyncio.run(load_level(port, requests, 64, 4, 60))  # warm-up
+        before = base
         for c in [int(x) for x in args.levels.split(",") if x.strip()]:
-            r = asyncio.run(load_level(url, images, args.requests, c, args.max_seconds))
+            r = asyncio.run(load_level(port, requests, args.requests, c, args.max_seconds, server.pid))
+            load = os.getloadavg()[0]
+            after, _ = backbone.throughput(5)
+            ref = (before + after) / 2
+            before = after
             errs = sum(r["errors"].values())
             print(f"{c:>11} {r['ok'] + errs:>9} {errs:>7} {r['images_s']:>9.1f} {r['p50_ms']:>8.1f} "
-                  f"{r['p99_ms']:>8.1f} {r['images_s'] / base:>10.2f}x" + (f"  {r['errors']}" if errs else "")
+                  f"{r['p99_ms']:>8.1f} {ref:>9.1f} {r['images_s'] / ref:>5.2f}x {r['server_cpu_ms']:>17.1f} "
+                  f"{r['client_cpu_ms']:>7.1f}  {load:.1f}" + (f"  {r['errors']}" if errs else "")
                   + ("  (stopped at --max-seconds)" if r["requests"] < args.requests else ""), flush=True)
         stats = httpx.get(url + "/healthz", headers=auth()).json()["batching"]["served"]
         print(f"batching: {stats['requests']} requests in {stats['batches']} model calls, largest {stats['largest']} images")

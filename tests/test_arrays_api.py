@@ -63,3 +63,15 @@ def test_labels_must_match_the_images_and_fitting_comes_first():
         ImageClassifier(SPEC).fit(x)
     with pytest.raises(NotFittedError):
         ImageClassifier(SPEC).predict(x)
+
+
+def test_one_seed_gives_one_scratch_model_within_a_process():
+    """The scratch CNN's first weights follow ``seed`` even when torch's global generator has
+    moved on (a second fit in the same process, a notebook re-run)."""
+    x, y = stripes(60, 16)
+    import torch
+
+    first = ImageClassifier(SPEC, epochs=2, val_fraction=0.2, engine="torch", seed=3).fit(x, y)
+    torch.rand(1000)  # the global generator moves on between the two fits
+    second = ImageClassifier(SPEC, epochs=2, val_fraction=0.2, engine="torch", seed=3).fit(x, y)
+    np.testing.assert_array_equal(first.predict_proba(x), second.predict_proba(x))

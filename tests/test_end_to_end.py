@@ -137,3 +137,95 @@ def test_early_stopping_keeps_the_best_epoch():
     assert scores[-1] < res.val_score  # the last epoch was worse than the one kept
     now = task.selection_score(predict_scores(res.model, task, xv[..., None]), flipped)
     assert now == pytest.approx(res.val_score)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    """A ``log`` callback that interrupts training right after ``epoch`` (its checkpoint is written)."""
+    def log(msg: str) -> None:
+        if msg.startswith(f"epoch {epoch}/"):
+            raise _Interrupted(msg)
+    return log
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-identical CPU runs need a fixed thread count (float sums in another order differ)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, one_thread):
+    from headstart.backbones import create_backbone
+    from headstart.tasks import Multiclass
+
+    x, y = stripes(48, 16, colour=True)
+    xv, yv = stripes(16, 16, seed=1, colour=True)
+    cfg = EndToEndConfig(epochs=4, patience=10, threads=1, bf16="on", dropout=0.2, seed=3)
+
+    def run(**kw):
+        torch.manual_seed(0)  # the same initial weights for the runs that start from scratch
+        bb = create_backbone(SPEC, input_size=16, channels=3)
+        return train_end_to_end(bb, Multiclass().fit_targets(y), x, y, xv, yv, kw.pop("config", cfg), **kw)
+
+    ref = run()
+    ck = tmp_path / "ck"
+    with pytest.raises(_Interrupted):
+        run(checkpoint_dir=ck, log=_stop_after(2))
+    assert (ck / "checkpoint.safetensors").is_file()
+    torch.manual_seed(123)  # whatever the resumed run starts from, the checkpoint replaces it
+    messages = []
+    resumed = run(checkpoint_dir=ck, log=messages.append)
+    assert messages[0].startswith("resumed from the checkpoint after epoch 2")
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in ref.history]
+    assert resumed.best_epoch == ref.best_epoch
+    want, got = ref.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)  # bit-identical, dropout and augmentation included
+
+    # another setting: refused, naming it
+    with pytest.raises(HeadstartError, match=r"setting 'end-to-end lr' differs"):
+        run(checkpoint_dir=ck, config=EndToEndConfig(**{**cfg.to_dict(), "lr": 1e-3}))
+
+
+def test_cli_resumes_a_scratch_cnn_by_rerunning_the_command(tmp_path, monkeypatch, one_thread):
+    from safetensors.torch import load_file
+
+    from headstart.cli import end_to_end_checkpoint_dir
+    from headstart.estimator import ImageClassifier
+
+    data = stripes_folder(tmp_path / "data", n=40, size=16)
+    args = ["train", str(data), "--backbone", SPEC, "--input-size", "16", "--epochs", "3", "--quiet",
+            "--no-report", "--seed", "1"]
+
+    def train(*more: str) -> int:
+        # fit creates the CNN from torch's global generator before training seeds it: seeded
+        # here so the runs in this one process start alike (separate processes do anyway)
+        torch.manual_seed(0)
+        return main([*args, *more])
+
+    assert train("--out", str(tmp_path / "whole")) == 0
+    assert not end_to_end_checkpoint_dir(tmp_path / "whole").exists()  # removed once the model is saved
+
+    real_log = ImageClassifier._log
+
+    def interrupt(self, msg):
+        if msg.startswith("epoch 2/"):
+            raise KeyboardInterrupt  # as Ctrl-C right after epoch 2
+        real_log(self, msg)
+
+    monkeypatch.setattr(ImageClassifier, "_log", interrupt)
+    out = tmp_path / "resumed"
+    assert train("--out", str(out)) == 130
+    ck = end_to_end_checkpoint_dir(out)
+    assert (ck / "checkpoint.safetensors").is_file() and not out.exists()
+    monkeypatch.setattr(ImageClassifier, "_log", real_log)
+    assert train("--out", str(out), "--resume") == 0
+    assert not ck.exists()
+    want, got = load_file(tmp_path / "whole" / "backbone.safetensors"), load_file(out / "backbone.safetensors")
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert train("--out", str(out), "--resume") == 2  # nothing left to resume

@@ -84,3 +84,20 @@ def test_onnxruntime_and_torch_engines_agree(backbone, tmp_path):
     ort = extract_features(backbone, files, engine="onnxruntime")
     eager = extract_features(backbone, files, engine="torch")
     np.testing.assert_allclose(ort.features, eager.features, atol=2e-3, rtol=1e-3)
+
+
+def test_lanes_and_one_session_give_the_same_rows_in_order(backbone, tmp_path, monkeypatch):
+    """One-thread lanes (the CPU default) and decoding threads feeding one session: same
+    features, same order, same failures, whatever the batch size."""
+    import headstart.features as features
+
+    files = _files(tmp_path, n=6)
+    files.insert(3, truncate_file(write_image(tmp_path / "bad.jpg", (256, 256)), 0.3))
+    monkeypatch.setattr(features, "lanes_for", lambda engine: 2)
+    lanes = [extract_features(backbone, files, batch_size=b) for b in (1, 2, 32)]
+    monkeypatch.setattr(features, "lanes_for", lambda engine: 0)
+    single = extract_features(backbone, files, batch_size=2, engine="onnxruntime")
+    for ex in lanes:
+        assert [f.index for f in ex.failures] == [3]
+        np.testing.assert_allclose(ex.features[ex.ok], single.features[single.ok], atol=1e-4)
+    assert single.ok.tolist() == lanes[0].ok.tolist() == [True, True, True, False, True, True, True]

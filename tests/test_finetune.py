@@ -83,6 +83,26 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path):
         assert "optim.0.exp_avg" in f.keys()
 
 
+def test_patience_counts_from_the_end_of_warm_up(class_folder):
+    """With nothing learned (learning rates 0) no epoch beats the start; patience 1 after 3
+    warm-up epochs stops after epoch 4, where counting from epoch 0 would stop after 1."""
+    from headstart.backbones import create_backbone
+    from headstart.heads import Head
+    from headstart.tasks import make_task
+    from headstart.training.finetune import FinetuneConfig, finetune
+
+    files = sorted(class_folder.rglob("*.png"))
+    labels = [f.parent.name for f in files]
+    task = make_task("multiclass")
+    task.fit_targets(labels)
+    backbone = create_backbone()
+    head = Head(backbone.feature_dim, task.out_dim)
+    part = (files, [f"digest-{f.name}" for f in files], labels)
+    config = FinetuneConfig(stages=1, epochs=6, warmup=0.5, patience=1, lr_body=0.0, lr_head=0.0, views=1)
+    r = finetune(backbone, head, task, part, part, config, engine="torch")
+    assert [h["epoch"] for h in r.history] == [1, 2, 3, 4] and r.best_epoch == 0
+
+
 def _train_cmd(data: Path, out: Path, epochs: int) -> list[str]:
     return [sys.executable, "-m", "headstart.cli", "train", str(data), "--out", str(out), "--finetune", "1",
             "--finetune-epochs", str(epochs), "--no-report", "--val-fraction", "0.25", "--test-fraction", "0.2"]

@@ -30,3 +30,16 @@ def test_engines_differ_in_kind(backbone):
     shape = (p.channels, p.input_size, p.input_size)
     assert isinstance(make_engine(backbone, backbone.cache_key, shape, prefer="torch"), TorchEngine)
     assert isinstance(make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime"), OnnxEngine)
+
+
+def test_onnx_sessions_are_opened_once_per_process(backbone):
+    """Opening a session costs as much as running 20-40 images: repeated predict calls reuse it."""
+    from headstart.engines import make_engine
+
+    p = backbone.preprocess
+    shape = (p.channels, p.input_size, p.input_size)
+    a = make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime")
+    b = make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime")
+    assert a.session is b.session
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(a(x), b(x))

@@ -48,12 +48,14 @@ def _samples(root: Path):
 @pytest.mark.slow
 def test_ray_features_and_failures_match_one_machine(local_ray, photos, backbone, tmp_path):
     from headstart.features import FeatureCache, extract_features
-    from headstart.ray_jobs import RayConfig, import_shards, ray_extract
+    from headstart.ray_jobs import RayConfig, ray_extract
+    from headstart.ray_shards import import_shards
 
     r, paths, digests = _samples(photos)
     cache = FeatureCache(tmp_path / "cluster.sqlite")
-    ex = ray_extract(backbone, paths, digests, config=RayConfig(num_workers=1, batch_size=8), cache=cache,
+    ex = ray_extract(backbone, paths, config=RayConfig(num_workers=1, batch_size=8), cache=cache,
                      out=tmp_path / "shards")
+    assert ex.digests == digests  # hashed on the workers, the same sha256 as the scan's
     ref = extract_features(backbone, paths)
     assert [(f.index, f.reason, f.detail) for f in ex.failures] == \
            [(f.index, f.reason, f.detail) for f in ref.failures]
@@ -62,8 +64,9 @@ def test_ray_features_and_failures_match_one_machine(local_ray, photos, backbone
     assert ex.n_computed == len(paths) - 1 and ex.n_cached == 0
 
     # a second run sends nothing to the cluster: every good image comes from the cache
-    again = ray_extract(backbone, paths, digests, config=RayConfig(num_workers=1), cache=cache)
-    assert again.n_cached == len(paths) - 1
+    again = ray_extract(backbone, paths, config=RayConfig(num_workers=1), cache=cache)
+    assert again.n_cached == len(paths) - 1 and again.n_computed == 0
+    assert [f.index for f in again.failures] == [f.index for f in ex.failures]
     np.testing.assert_array_equal(again.features[again.ok], ex.features[ex.ok])
 
     # the shards, imported into another machine's cache, give the same rows under the same keys
@@ -80,8 +83,8 @@ def test_a_worker_that_dies_mid_job_is_retried(local_ray, photos, backbone, tmp_
 
     marker = tmp_path / "died-once"
     monkeypatch.setenv(DIE_ONCE_ENV, str(marker))
-    r, paths, digests = _samples(photos)
-    ex = ray_extract(backbone, paths, digests, config=RayConfig(num_workers=1, batch_size=4))
+    _, paths, _ = _samples(photos)
+    ex = ray_extract(backbone, paths, config=RayConfig(num_workers=1, batch_size=4))
     assert marker.exists()  # the actor really did exit on its first batch
     assert ex.n_computed + len(ex.failures) == len(paths)  # every image accounted for
     assert np.isfinite(ex.features[ex.ok]).all() and ex.ok.sum() == len(paths) - 1
@@ -91,9 +94,12 @@ def test_a_worker_that_dies_mid_job_is_retried(local_ray, photos, backbone, tmp_
 def test_cli_embed_then_train_reuses_the_cluster_features(local_ray, photos, tmp_path, capsys):
     from headstart.cli import main
 
-    assert main(["embed", str(photos), "--ray", "--quiet", "--out", str(tmp_path / "shards")]) == 0
-    out = capsys.readouterr().out
+    assert main(["embed", str(photos), "--ray", "--out", str(tmp_path / "shards")]) == 0
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert "17 images have features" in out and "dog/dog_002.png: truncated" in out
+    # one progress bar for every worker, counting every file (hashed on the workers)
+    assert err.count("features (ray):   0%") == 1 and "| 18/18 [" in err, err
     assert list((tmp_path / "shards").glob("*.parquet"))
     assert main(["embed", str(photos), "--ray", "--quiet"]) == 0
     assert "17 were cached already" in capsys.readouterr().out
@@ -103,8 +109,9 @@ def test_cli_embed_then_train_reuses_the_cluster_features(local_ray, photos, tmp
     assert "features: 17 from cache, 0 computed" in capsys.readouterr().err
 
 
-def test_unreachable_address_fails_fast_with_a_clear_error():
+def test_unreachable_address_fails_fast_with_a_clear_error(class_folder, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
+    from headstart.cli import main
     from headstart.ray_jobs import RayConfig, connect
 
     t0 = time.perf_counter()
@@ -113,6 +120,9 @@ def test_unreachable_address_fails_fast_with_a_clear_error():
     assert time.perf_counter() - t0 < 10
     with pytest.raises(HeadstartError, match=r"Ray address 'headnode' is not HOST:PORT"):
         connect(RayConfig(address="headnode"))
+    # predict says so before loading the model or reading any image
+    assert main(["predict", str(tmp_path / "no-model-needed"), str(class_folder), "--ray", "127.0.0.1:9"]) == 2
+    assert "no Ray cluster answers at '127.0.0.1:9'" in capsys.readouterr().err
 
 
 def test_without_ray_the_commands_say_how_to_install(monkeypatch, class_folder, capsys):
@@ -151,3 +161,82 @@ def test_cli_predict_with_ray_gives_the_same_predictions(local_ray, trained_mode
     assert main(["predict", str(model), str(data), "--format", "csv", "--quiet", "--ray"]) == 0
     assert capsys.readouterr().out == plain
     assert len(plain.splitlines()) == 31  # header + 30 images
+
+
+@pytest.mark.slow
+def test_predict_with_ray_writes_parquet_like_one_machine(local_ray, trained_model, tmp_path, capsys):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from headstart.cli import main
+    from headstart.features import FeatureCache
+
+    model, _ = trained_model
+    new = make_class_folder(tmp_path / "new", n=3, size=(40, 40))
+    truncate_file(new / "fish" / "fish_001.png", 0.3)
+    assert main(["predict", str(model), str(new), "--format", "json", "--quiet", "--top-k", "2"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert [r["reason"] for r in plain if "error" in r] == ["truncated"]
+
+    before = FeatureCache().count()
+    out = tmp_path / "preds.parquet"
+    assert main(["predict", str(model), str(new), "--ray", "--out", str(out), "--quiet", "--top-k", "2"]) == 0
+    assert f"wrote 9 predictions to {out}; 1 files could not be read" in capsys.readouterr().err
+    table = pq.read_table(out)
+    assert table.column_names == ["file", "label", "probability", "top", "reason", "error"]
+    rows = table.to_pylist()
+    assert [r["file"] for r in rows] == [r["file"] for r in plain]  # one row per file, in order
+    for got, want in zip(rows, plain):
+        if "error" in want:  # the same per-file failure as on one machine
+            assert (got["reason"], got["error"], got["label"]) == (want["reason"], want["error"], None)
+            continue
+        assert got["label"] == want["label"] and got["reason"] is None
+        assert got["probability"] == pytest.approx(want["probability"], abs=1e-5)
+        assert [t["label"] for t in got["top"]] == [t["label"] for t in want["top"]]
+    assert FeatureCache().count() == before  # every readable file was cached by the plain run
+
+    # a second --ray run over the same files reuses the cache (same rows), and the CLI's other
+    # formats print the same rows as one machine
+    assert main(["predict", str(model), str(new), "--ray", "--format", "json", "--quiet", "--top-k", "2"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert [(r["file"], r.get("label"), r.get("reason")) for r in again] == \
+           [(r["file"], r.get("label"), r.get("reason")) for r in plain]
+
+
+def test_parquet_of_every_task_reads_back(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from headstart.predict_io import write_parquet
+    from headstart.tasks import TASKS
+
+    for name, targets in [("multiclass", ["a", "b", "c"]), ("binary", ["no", "yes"]),
+                          ("multilabel", ["a|b", "b", "c"]), ("continuous", ["1.5", "2.0", "3.5"]),
+                          ("count", ["0", "2", "5"])]:
+        task = TASKS[name]().fit_targets(targets)
+        scores = np.full((2, task.out_width), 0.6, np.float32)
+        rows = [{"file": "a.png", **task.decode(scores, 2)[0]},
+                {"file": "b.png", "error": "image file is truncated", "reason": "truncated"}]
+        path = tmp_path / f"{name}.parquet"
+        assert write_parquet(iter(rows), task, path) == (2, 1)
+        back = pq.read_table(path).to_pylist()
+        assert back[0]["file"] == "a.png" and back[0]["error"] is None
+        assert back[1]["reason"] == "truncated" and all(back[1][k] is None for k in task.decode(scores, 2)[0])
+
+
+def test_predict_out_writes_the_json_rows_as_parquet_on_one_machine(trained_model, tmp_path, capsys):
+    import json
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    from headstart.cli import main
+
+    model, data = trained_model
+    assert main(["predict", str(model), str(data), "--format", "json", "--quiet"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(model), str(data), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"wrote 30 predictions to {out}" in captured.err
+    got = pq.read_table(out).to_pylist()
+    assert [{k: v for k, v in r.items() if v is not None} for r in got] == want

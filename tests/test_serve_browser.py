@@ -1,5 +1,7 @@
 """The page at ``/`` driven in headless Chromium (Debian ``chromium`` + ``chromium-driver``, via
-selenium): upload an image and see its label; teach two classes and see the new model predict.
+selenium): upload an image and see its label; teach two classes and see the new model predict;
+with Chromium's fake camera (a moving test pattern), predict a snapshot and add snapshots to a
+class.
 
 Skipped, with the reason, where /usr/bin/chromium or selenium is missing (``.ci/run`` installs them).
 """
@@ -27,14 +29,29 @@ from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def browser():
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1200,900")
+FAKE_CAMERA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")  # no permission prompt
+
+
+def chromium(*extra: str):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1200,900"):
+    for flag in FLAGS + extra:
         opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def camera_browser():
+    driver = chromium(*FAKE_CAMERA)
     yield driver
     driver.quit()
 
@@ -98,3 +115,46 @@ def test_teach_two_classes_then_try_the_new_model(browser, server, tmp_path):
         "return Array.from(document.querySelectorAll('#results .card')).map(c => "
         "[c.querySelector('.file').textContent, c.querySelector('.label').firstChild.textContent])")
     assert {n: lab for n, lab in names} == {"stripes.png": "stripes", "circles.png": "circles"}
+
+
+def test_no_camera_button_without_a_camera(browser, server):
+    browser.get(server.url + "/")
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "model-labels"), "cat"))
+    has_camera = browser.execute_script(
+        "return (await navigator.mediaDevices.enumerateDevices()).some(d => d.kind === 'videoinput')")
+    if has_camera:
+        pytest.skip("this machine has a camera")
+    assert not browser.find_element(By.ID, "camera-try").is_displayed()
+
+
+def test_camera_snapshot_is_predicted(camera_browser, server):
+    b = camera_browser
+    b.get(server.url + "/")
+    wait(b).until(EC.text_to_be_present_in_element((By.ID, "model-labels"), "cat, dog, fish"))
+    wait(b).until(EC.visibility_of_element_located((By.ID, "camera-try"))).click()
+    wait(b).until(lambda d: d.execute_script("return document.querySelector('#video').videoWidth") > 0)
+    b.find_element(By.ID, "capture").click()
+    wait(b).until(lambda d: labels_shown(d))
+    (label,) = labels_shown(b)
+    assert label in ("cat", "dog", "fish")
+    card = b.find_element(By.CSS_SELECTOR, "#results .card")
+    assert card.find_element(By.CSS_SELECTOR, ".file").text.startswith("camera")
+    assert len(card.find_elements(By.CSS_SELECTOR, ".bar")) == 3
+    assert b.execute_script("return document.querySelector('#results .card img').naturalWidth") > 0
+    b.find_element(By.CSS_SELECTOR, "#camera-panel .camera-stop").click()
+    assert not b.find_element(By.ID, "camera-panel").is_displayed()
+
+
+def test_camera_snapshots_become_teach_examples(camera_browser, server):
+    b = camera_browser
+    b.get(server.url + "/")
+    b.find_element(By.ID, "tab-teach").click()
+    wait(b).until(EC.visibility_of_element_located((By.ID, "camera-teach"))).click()
+    first, second = b.find_elements(By.CSS_SELECTOR, ".class-card")
+    wait(b).until(lambda d: first.find_element(By.CSS_SELECTOR, ".snap").is_displayed())
+    for _ in range(2):
+        first.find_element(By.CSS_SELECTOR, ".snap").click()
+    second.find_element(By.CSS_SELECTOR, ".snap").click()
+    wait(b).until(lambda d: first.find_element(By.CSS_SELECTOR, ".count").text == "2 images")
+    wait(b).until(lambda d: second.find_element(By.CSS_SELECTOR, ".count").text == "1 image")
+    assert len(first.find_elements(By.CSS_SELECTOR, ".thumbs img")) == 2

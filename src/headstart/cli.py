@@ -82,16 +82,21 @@ def cmd_train(args) -> int:
     from . import cli_finetune
 
     cli_finetune.check(args)  # bad --finetune options fail before the main job
+    checkpoint = _end_to_end_checkpoint(args, clf)
     cluster = importlib.import_module(".cli_ray", __package__)
     cluster.before_train(args, clf)  # --ray: the cluster fills the cache; --distributed: join torchrun's group
     clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
+    if args.finetune is not None:
+        cli_finetune.run(clf, args)  # --distributed: on every rank
     if not cluster.is_main_process():
         return 0  # --distributed: only rank 0 reports and writes the model folder
-    if args.finetune is not None:
-        cli_finetune.run(clf, args)
     print(f"task: {clf.fit_info_['task']} ({clf.fit_info_['task_reason']})")
     _print_skipped_rows(clf.scan_)
     out = clf.save(args.out)
+    if checkpoint is not None:  # finished: the model folder holds the result
+        import shutil
+
+        shutil.rmtree(checkpoint, ignore_errors=True)
     test = clf.metrics_.get("test")
     if test:
         print(format_report(test, "test split"))
@@ -112,6 +117,29 @@ def cmd_train(args) -> int:
         print(warning)
     print(f"\nmodel saved to {out}  ({clf.fit_info_['seconds']:.1f} s in all)")
     return 0
+
+
+def end_to_end_checkpoint_dir(out: str | Path) -> Path:
+    """Where ``train --backbone scratch:SPEC --out OUT`` keeps its per-epoch checkpoint."""
+    out = Path(out)
+    return out.parent / f".{out.name}.train-checkpoint"
+
+
+def _end_to_end_checkpoint(args, clf) -> Path | None:
+    """A scratch CNN checkpoints every epoch; re-running the same command (or --resume)
+    continues, --restart discards the checkpoint. None for a pretrained backbone."""
+    if not args.backbone.startswith("scratch:") or getattr(args, "distributed", False):
+        return None  # (the DDP loop in training/distributed.py does not checkpoint yet)
+    ck = end_to_end_checkpoint_dir(args.out)
+    if args.restart:
+        import shutil
+
+        shutil.rmtree(ck, ignore_errors=True)
+    elif args.resume and not (ck / "checkpoint.safetensors").is_file():
+        raise HeadstartError(f"--resume: no training checkpoint for --out {args.out} (looked in {ck}). "
+                             "Run without --resume to start.")
+    clf.checkpoint_dir = ck
+    return ck
 
 
 def _data_warning(clf, data) -> str | None:
@@ -156,16 +184,47 @@ def cmd_predict(args) -> int:
         files = find_images(args.paths)
     if not files:
         raise HeadstartError(f"no images found in {', '.join(map(str, args.paths))}.")
+    if args.out:
+        from .predict_io import require_pyarrow
+
+        require_pyarrow()  # before the (long) predictions
+    if args.ray is not None:
+        importlib.import_module(".cli_ray", __package__).check_cluster(args)
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
-    importlib.import_module(".cli_ray", __package__).before_predict(args, clf, files)
     task = clf.task_
     if args.sort_into and task.name not in ("binary", "multiclass"):
         raise HeadstartError(f"--sort-into copies images into one folder per predicted class; this model's task is "
                              f"{task.name}, which has no single class per image. Use --format csv instead.")
-    rows = clf.predict_files(files, top_k=args.top_k)
-    if args.format == "json":
+    if args.ray is not None:  # the cluster hashes, decodes and embeds; rows come back in order
+        rows = importlib.import_module(".cli_ray", __package__).predict_rows(args, clf, files)
+    else:
+        rows = clf.predict_files(files, top_k=args.top_k)
+    if args.out:
+        from .predict_io import write_parquet
+
+        if args.sort_into:
+            rows = list(rows)
+        n, failed = write_parquet(rows, task, args.out)
+        print(f"wrote {n} predictions to {args.out}" + (f"; {failed} files could not be read (their rows "
+              "hold reason and error)" if failed else ""), file=sys.stderr)
+    else:
+        rows = list(rows)
+        _print_rows(rows, task, args.format)
+        failed = sum("error" in r for r in rows)
+        if failed:
+            print(f"{failed} of {len(rows)} files could not be read (see ERROR lines)", file=sys.stderr)
+    if args.sort_into:
+        from .predict_io import sort_into
+
+        n = sort_into(rows, Path(args.sort_into))
+        print(f"copied {n} images into {args.sort_into}/<label>/ (originals untouched)", file=sys.stderr)
+    return 0
+
+
+def _print_rows(rows: list[dict], task, fmt: str) -> None:
+    if fmt == "json":
         print(json.dumps(rows, indent=2))
-    elif args.format == "csv":
+    elif fmt == "csv":
         import csv
 
         w = csv.writer(sys.stdout)
@@ -179,15 +238,6 @@ def cmd_predict(args) -> int:
                 print(f"{r['file']}: ERROR {r['reason']}: {r['error']}")
             else:
                 print(f"{r['file']}: {task.text(r)}")
-    if args.sort_into:
-        from .predict_io import sort_into
-
-        n = sort_into(rows, Path(args.sort_into))
-        print(f"copied {n} images into {args.sort_into}/<label>/ (originals untouched)", file=sys.stderr)
-    failed = sum("error" in r for r in rows)
-    if failed:
-        print(f"{failed} of {len(rows)} files could not be read (see ERROR lines)", file=sys.stderr)
-    return 0
 
 
 def _print_skipped_rows(result) -> None:
@@ -270,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--out", metavar="FILE.parquet",
+                   help="write the predictions as Parquet instead of printing them: one row per file, the "
+                        "columns of --format json (file, the task's fields, reason and error for unreadable "
+                        "files); needs pyarrow (pip install 'headstart[cluster]')")
     p.add_argument("--sort-into", metavar="DIR", help="copy (never move) each image into DIR/<predicted label>/")
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
     p.add_argument("--quiet", action="store_true")

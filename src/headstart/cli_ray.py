@@ -3,8 +3,10 @@
 ``headstart embed DATA --ray [ADDRESS] [--out DIR]``: features of every image in DATA computed
 on a Ray cluster (a local one without ADDRESS) and put in the feature cache, optionally also
 written as Parquet shards; ``headstart embed --import DIR`` puts such shards into this
-machine's cache. ``train --ray`` / ``predict --ray`` run the same embedding first, then the
-usual single-machine head fit / prediction reads every feature from the cache.
+machine's cache. The driver lists the files; the workers read, hash and decode them.
+``train --ray`` runs the same embedding first, then the usual single-machine head fit reads
+every feature from the cache. ``predict --ray`` applies the head to the cluster's features
+batch by batch (``--out FILE.parquet`` writes the rows as Parquet).
 
 Ray is imported inside the functions (``headstart --help`` stays instant, and Ray is optional).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import HeadstartError
 
@@ -21,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser, train: bool = False) -> None:
     g = p.add_argument_group("cluster (Ray: pip install 'headstart[cluster]'; torchrun)")
     if train:
         g.add_argument("--distributed", action="store_true",
-                       help="under `torchrun --nproc-per-node N`: train a scratch CNN (--backbone scratch:SPEC) "
-                            "with DistributedDataParallel over N processes (gloo on CPUs, NCCL on GPUs); "
-                            "rank 0 writes the model folder")
+                       help="under `torchrun --nproc-per-node N`: train a scratch CNN (--backbone scratch:SPEC), "
+                            "or fine-tune (--finetune [N]), with DistributedDataParallel over N processes (gloo "
+                            "on CPUs, NCCL on GPUs); rank 0 writes the model folder")
     g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="compute features with Ray Data: on the cluster at ADDRESS (HOST:PORT, ray://HOST:PORT "
                         "or auto), or on a local Ray when no address is given. Files must be readable at the "
@@ -47,8 +50,9 @@ def config(args: argparse.Namespace):
                      cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
 
 
-def embed_into_cache(backbone, paths, digests, args, *, out=None, quiet: bool = False):
-    """Run the Ray job for the images not cached yet; returns the ``Extraction``."""
+def embed_into_cache(backbone, paths, args, *, out=None, quiet: bool = False):
+    """Run the Ray job over ``paths`` (the cached ones are hashed, not embedded); returns the
+    ``RayExtraction`` without the (N, D) features, which stay in the cache."""
     from .features import FeatureCache
     from .ray_jobs import ray_extract, require_ray
 
@@ -59,8 +63,8 @@ def embed_into_cache(backbone, paths, digests, args, *, out=None, quiet: bool = 
                              "from scratch and trained end to end (nothing to cache). Drop --ray.")
     cache = FeatureCache()
     try:
-        ex = ray_extract(backbone, paths, digests, config=cfg, cache=cache, out=out,
-                         engine=getattr(args, "engine", "auto"), progress=not quiet)
+        ex = ray_extract(backbone, paths, config=cfg, cache=cache, out=out, engine=getattr(args, "engine", "auto"),
+                         progress=not quiet, keep_features=False)
     finally:
         cache.close()
     if not quiet:
@@ -80,53 +84,91 @@ def is_main_process() -> bool:
 
 def before_train(args: argparse.Namespace, clf=None) -> None:
     """``train --distributed``: join torchrun's process group (ranks > 0 stay quiet).
-    ``train --ray``: the same scan as ``fit``, then the cluster fills the cache."""
+    ``train --ray``: the cluster hashes and embeds the files ``fit`` will read into the cache
+    (``fit``'s scan then hashes them once more here, and finds every feature cached)."""
     if getattr(args, "distributed", False):
-        if not args.backbone.startswith("scratch:") or args.finetune is not None:
-            raise HeadstartError(f"--distributed trains a CNN built from scratch (--backbone scratch:SPEC) with "
-                                 f"DistributedDataParallel; got --backbone {args.backbone}"
-                                 + (" with --finetune" if args.finetune is not None else "")
-                                 + ". Distributed fine-tuning of a pretrained backbone is not done yet; a frozen "
-                                 "backbone's head trains in seconds on one machine (use --ray for the features).")
+        if not args.backbone.startswith("scratch:") and args.finetune is None:
+            raise HeadstartError(f"--distributed trains a CNN built from scratch (--backbone scratch:SPEC), or "
+                                 f"fine-tunes a pretrained one (--finetune [N]), with DistributedDataParallel; got "
+                                 f"--backbone {args.backbone} without --finetune. A frozen backbone's head trains in "
+                                 "seconds on one machine (use --ray for the features).")
+        if args.ray is not None:
+            raise HeadstartError("--distributed (under torchrun) and --ray (Ray Train) each run the training over "
+                                 "several processes; give one of them.")
         from .training.distributed import init_from_env
 
         rank, _ = init_from_env()
         if rank > 0 and clf is not None:
             clf.verbose = False
+        if args.finetune is not None:  # the main job's features: each rank computes its share
+            from .cli_finetune import before_distributed
+
+            before_distributed(args)
     if args.ray is None:
         return
     from .backbones import create_backbone
-    from .estimator import ImageClassifier
     from .ray_jobs import require_ray
 
     config(args)
-    require_ray()  # before the scan: say how to install at once
+    require_ray()  # before listing the files: say how to install at once
     if args.backbone.startswith("scratch:"):
         raise HeadstartError(f"--ray computes cached features of a pretrained backbone; {args.backbone!r} is built "
                              "from scratch and trained end to end (nothing to cache). Drop --ray.")
-    clf = ImageClassifier(val_fraction=args.val_fraction, test_fraction=args.test_fraction, task=args.task,
-                          loss=args.loss, skip_bad_rows=args.skip_bad_rows)
-    result = clf._read(args.data, args.labels, args.path_column, args.target_column, training=True)
     bb = create_backbone(args.backbone, weights=args.weights)
-    embed_into_cache(bb, [s.path for s in result.samples], [s.digest for s in result.samples], args,
-                     quiet=args.quiet)
+    embed_into_cache(bb, _training_files(args), args, quiet=args.quiet)
 
 
-def before_predict(args: argparse.Namespace, clf, files) -> None:
-    """``predict --ray``: the cluster fills the cache for the model's backbone."""
-    if args.ray is None:
-        return
-    from .data.scan import file_sha256
+def _training_files(args: argparse.Namespace) -> list:
+    """The files ``fit`` will read, listed without reading them (the workers hash them)."""
+    from .data.scan import find_images
 
-    files = [f for f in files if f.is_file()]
-    embed_into_cache(clf.backbone_, files, [file_sha256(f) for f in files], args, quiet=args.quiet)
+    if not args.labels:
+        return find_images([args.data])
+    from .data.labels_csv import listed_files
+
+    try:
+        return listed_files(args.data, args.labels, path_column=args.path_column)
+    except HeadstartError:
+        if not args.skip_bad_rows:
+            raise
+    # --skip-bad-rows: fit's own reading of the CSV leaves the bad rows out (it hashes here)
+    from .estimator import ImageClassifier
+
+    clf = ImageClassifier(task=args.task, loss=args.loss, skip_bad_rows=True)
+    return [s.path for s in clf._read(args.data, args.labels, args.path_column, args.target_column,
+                                      training=True).samples]
+
+
+def check_cluster(args: argparse.Namespace) -> None:
+    """Before any long work: the options, Ray installed, and a given address answering."""
+    from .ray_jobs import check_reachable, require_ray
+
+    cfg = config(args)
+    require_ray()
+    if cfg.address and cfg.address != "auto":
+        check_reachable(cfg.address)
+
+
+def predict_rows(args: argparse.Namespace, clf, files):
+    """``predict --ray``: ``clf.predict_files(files)``'s rows (a generator, in order), the features
+    computed on the cluster (the workers hash the files too), the head applied here."""
+    from .features import FeatureCache
+    from .ray_jobs import ray_predict
+
+    cfg = config(args)
+    cache = FeatureCache()
+    try:
+        yield from ray_predict(clf, files, config=cfg, cache=cache, engine=args.engine, top_k=args.top_k,
+                               progress=not args.quiet)
+    finally:
+        cache.close()
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from .features import FeatureCache
 
     if args.import_shards:
-        from .ray_jobs import import_shards
+        from .ray_shards import import_shards
 
         cache = FeatureCache()
         try:
@@ -140,25 +182,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.ray is None:
         args.ray = ""  # embed is the cluster command: a local Ray unless an address is given
     from .backbones import create_backbone
-    from .data.scan import scan
+    from .data.scan import find_images
     from .ray_jobs import require_ray
 
     config(args)
-    require_ray()  # before the scan: say how to install at once
+    require_ray()  # before listing the files: say how to install at once
 
-    result = scan(args.data, progress=not args.quiet)
+    root = Path(args.data).resolve()
+    files = find_images([args.data])  # listed, not read: the workers hash and decode
+    if not files:
+        raise HeadstartError(f"no images found in {args.data!r}. Expected a folder of image files "
+                             "(searched recursively).")
     bb = create_backbone(args.backbone, weights=args.weights)
-    ex = embed_into_cache(bb, [s.path for s in result.samples], [s.digest for s in result.samples], args,
-                          out=args.out, quiet=args.quiet)
-    n_bad = len(result.bad) + len(ex.failures)
-    print(f"{len(result.samples) - len(ex.failures)} images have features ({bb.cache_key}); "
+    ex = embed_into_cache(bb, files, args, out=args.out, quiet=args.quiet)
+    print(f"{len(files) - len(ex.failures)} images have features ({bb.cache_key}); "
           f"{ex.n_cached} were cached already" + (f"; shards in {args.out}" if args.out else ""))
-    if n_bad:
-        print(f"{n_bad} files skipped:")
-        for b in result.bad:
-            print(f"  {b.rel}: {b.reason}: {b.detail}")
+    if ex.failures:
+        print(f"{len(ex.failures)} files skipped:")
         for f in ex.failures:
-            print(f"  {result.samples[f.index].rel}: {f.reason}: {f.detail}")
+            print(f"  {f.path.relative_to(root).as_posix()}: {f.reason}: {f.detail}")
     return 0
 
 

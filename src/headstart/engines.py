@@ -34,19 +34,47 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    """ONNX Runtime on the CPU; the model is exported once and cached by ``key``."""
+    """ONNX Runtime on the CPU; the model is exported once and cached by ``key``.
+
+    ``threads``: intra-op threads (default: every core). ``spin``: whether idle threads
+    spin-wait between operators (ONNX Runtime's default). Spinning wins when the session has
+    the cores to itself; when decoding or serving shares them, spinning threads burn the time
+    the other work needs (a third of the server's CPU, measured in docs/serve.md), so those
+    callers ask for ``spin=False``. With ``threads=1`` the calling thread does the work, so
+    several threads can run one session at once, one per core.
+
+    Sessions are kept for the life of the process (opening one costs 0.2-0.5 s, as much as
+    running 20-40 images), so repeated ``predict`` or ``extract_features`` calls reuse them.
+    ``InferenceSession.run`` is thread-safe.
+    """
 
     name = "onnxruntime"
+    _sessions: dict[tuple[str, int, bool], object] = {}
 
-    def __init__(self, model: nn.Module, key: str, input_shape: tuple[int, int, int]):
+    def __init__(self, model: nn.Module, key: str, input_shape: tuple[int, int, int],
+                 threads: int | None = None, spin: bool = True):
+        self.path = _export_once(model, key, input_shape)
+        self.threads = threads or os.cpu_count() or 1
+        self.session = self._session(self.path, self.threads, spin)
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def _session(cls, path: Path, threads: int, spin: bool):
         import onnxruntime as ort
 
-        self.path = _export_once(model, key, input_shape)
+        found = cls._sessions.get((str(path), threads, spin))
+        if found is not None:
+            return found
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = os.cpu_count() or 1
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if len(cls._sessions) >= 8:  # a few backbones and settings per process; drop the oldest
+            cls._sessions.pop(next(iter(cls._sessions)))
+        cls._sessions[(str(path), threads, spin)] = session
+        return session
 
     def __call__(self, x: np.ndarray) -> np.ndarray:  # (B, C, H, W) -> (B, D)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -70,15 +98,16 @@ def _export_once(model: nn.Module, key: str, input_shape: tuple[int, int, int]) 
     return path
 
 
-def make_engine(model: nn.Module, key: str, input_shape: tuple[int, int, int], prefer: str = "auto"):
+def make_engine(model: nn.Module, key: str, input_shape: tuple[int, int, int], prefer: str = "auto",
+                threads: int | None = None, spin: bool = True):
     """``prefer``: "auto" (CUDA torch if a GPU is present, else ONNX Runtime, else torch),
-    "onnxruntime" or "torch"."""
+    "onnxruntime" or "torch". ``threads`` and ``spin`` set up ONNX Runtime (``OnnxEngine``)."""
     if prefer not in ("auto", "onnxruntime", "torch"):
         raise ValueError(f"engine must be auto, onnxruntime or torch, got {prefer!r}")
     if prefer == "torch" or (prefer == "auto" and torch.cuda.is_available()):
         return TorchEngine(model)
     try:
-        return OnnxEngine(model, key, input_shape)
+        return OnnxEngine(model, key, input_shape, threads, spin)
     except ImportError:
         if prefer == "onnxruntime":
             raise

@@ -63,22 +63,30 @@ class ImageClassifier(EndToEndMixin):
         self.flip = flip                    # scratch CNNs: random horizontal flips (off for digits, text)
 
     # ---- fitting -------------------------------------------------------------------------
+    def _new_backbone(self, **options):
+        """The backbone named in the settings; a scratch CNN's first weights follow ``seed``, so
+        two fits with one seed in one process start alike (as in two processes)."""
+        import torch
+
+        from .backbones import create_backbone
+
+        torch.manual_seed(self.seed)
+        return create_backbone(self.backbone, weights=self.weights, **options)
+
     def fit(self, data: str | Path, labels: str | Path | dict | None = None, *,
-            path_column: str | None = None, target_column: str | None = None) -> "ImageClassifier":
+            path_column: str | None = None, target_column: str | None = None) -> ImageClassifier:
         """Read ``data`` (a folder of class folders; or, with ``labels``, the images a CSV or a
         ``{path: target}`` dict lists relative to ``data``), compute (or reuse) features, train
         and evaluate the head. The task comes from the targets unless set with ``task=``."""
-        from .backbones import create_backbone
-        from .training.head import HeadConfig, select_and_fit
-
         from .data.arrays import is_array_input
+        from .training.head import HeadConfig, select_and_fit
 
         if is_array_input(data):  # fit(X, y): images in memory (estimator_end_to_end.py)
             return self._fit_arrays(data, labels)
         t0 = time.perf_counter()
         result = self._read(data, labels, path_column, target_column, training=True)
         self._log(_describe_scan(result))
-        self.backbone_ = create_backbone(self.backbone, weights=self.weights, **self._scratch_options())
+        self.backbone_ = self._new_backbone(**self._scratch_options())
         if not self.backbone_.pretrained:  # built from scratch: trained end to end, no features
             return self._fit_end_to_end(result, data, t0)
         feats, failures = self._features([s.path for s in result.samples], [s.digest for s in result.samples])
@@ -169,7 +177,7 @@ class ImageClassifier(EndToEndMixin):
                 out.append({"file": str(p), **next(decoded)})
         return out
 
-    def predict_images(self, images: Sequence["PIL.Image.Image"], top_k: int = 5) -> list[dict]:  # noqa: F821
+    def predict_images(self, images: Sequence[PIL.Image.Image], top_k: int = 5) -> list[dict]:  # noqa: F821
         """Like ``predict_files`` for images already decoded (e.g. uploads, via ``open_image``):
         one ``{"label", "probability", "top"}`` dict per image; no cache, no temporary files."""
         from .data.transforms import preprocess

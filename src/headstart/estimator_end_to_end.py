@@ -54,7 +54,6 @@ class EndToEndMixin:
     # ---- training from scratch -------------------------------------------------------------
     def _fit_end_to_end(self, result, data, t0: float):
         """``fit(FOLDER)`` for a scratch backbone: ``result`` is the scan (or labels CSV)."""
-        from .backbones import create_backbone
         from .data.arrays import grey_to_one_channel
         from .training.end_to_end import decode_to_uint8
 
@@ -69,7 +68,7 @@ class EndToEndMixin:
         grey = grey_to_one_channel(images)
         if grey is not None:  # every image is grey: one channel, a third of the work
             images = grey
-            self.backbone_ = create_backbone(self.backbone, **self._scratch_options(1))
+            self.backbone_ = self._new_backbone(**self._scratch_options(1))
         self._log(f"{len(images)} images in memory at {images.shape[1]}x{images.shape[2]}, "
                   f"{'grey (1 channel)' if grey is not None else 'colour (3 channels)'}, "
                   f"{images.nbytes / 1e6:.1f} MB")
@@ -107,8 +106,10 @@ class EndToEndMixin:
         self._log(f"training {self.backbone_.name} end to end on {len(x_tr)} images "
                   f"({x_tr.shape[1]}x{x_tr.shape[2]}x{x_tr.shape[3]}), up to {cfg.epochs} epochs, "
                   f"flips {'on' if cfg.flip else 'off'} ...")
+        # checkpoint_dir (set by `headstart train`): a checkpoint every epoch, resumed when present
         res = train_end_to_end(self.backbone_, self.task_, x_tr, y_tr, x_va, y_va, cfg,
-                               progress=self.verbose, log=self._log)
+                               progress=self.verbose, log=self._log,
+                               checkpoint_dir=getattr(self, "checkpoint_dir", None))
         self.head_ = res.model.head
         self.head_config_ = HeadConfig(kind="linear", input_dropout=cfg.dropout, lr=cfg.lr,
                                        weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
@@ -128,7 +129,6 @@ class EndToEndMixin:
         """``fit(X, y)``: images (N, H, W) or (N, H, W, C) and one label per image. A share
         ``val_fraction`` is held out for validation (early stopping, thresholds); there is no
         test split: score your own test arrays with ``score(X_test, y_test)``."""
-        from .backbones import create_backbone
         from .data.arrays import as_labels, as_uint8, stable_split, to_input_size
         from .training.head import HeadConfig, select_and_fit
 
@@ -145,8 +145,7 @@ class EndToEndMixin:
                                  f"validation (val_fraction={self.val_fraction}); need at least one of each. "
                                  "Pass more images or raise val_fraction.")
         n, h, w, c = x.shape
-        self.backbone_ = create_backbone(self.backbone, weights=self.weights,
-                                         **self._scratch_options(c, min(max(h, w), DEFAULT_INPUT_SIZE)))
+        self.backbone_ = self._new_backbone(**self._scratch_options(c, min(max(h, w), DEFAULT_INPUT_SIZE)))
         self.task_ = self._fit_task(None, list(labels[tr]))
         missing = self.task_.unknown(list(labels[va]))
         if missing:

@@ -1,9 +1,15 @@
-"""Copy predicted images into one folder per label (never moves or overwrites anything)."""
+"""Where predictions go besides the screen: copies of the images sorted into one folder per
+label (never moves or overwrites anything), and a Parquet file of the rows."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+
+from .errors import HeadstartError
+
+PARQUET_ROWS = 10_000  # rows per row group: memory stays flat however many files
 
 
 def sort_into(rows: list[dict], out: Path) -> int:
@@ -28,3 +34,54 @@ def sort_into(rows: list[dict], out: Path) -> int:
 def _safe(label: str) -> str:
     name = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in label).strip(". ")
     return name or "_"
+
+
+def require_pyarrow():
+    try:
+        import pyarrow
+    except ImportError:
+        raise HeadstartError("--out FILE.parquet needs pyarrow, which is not installed here. Install it with: "
+                             "pip install 'headstart[cluster]' (or pip install pyarrow), or print the "
+                             "predictions with --format csv instead.") from None
+    return pyarrow
+
+
+def parquet_schema(task):
+    """One column per key of ``predict --format json``'s rows: ``file``, the task's fields
+    (typed: nested lists for ``top``, a map for multilabel ``probabilities``), then ``reason``
+    and ``error``, null except for files that could not be read."""
+    import numpy as np
+
+    pa = require_pyarrow()
+    sample = task.decode(np.full((1, task.out_width), 0.5, np.float32), top_k=1)[0]
+    fields = [pa.field("file", pa.string())]
+    for k, v in sample.items():
+        if isinstance(v, dict):  # multilabel probabilities: label -> probability
+            fields.append(pa.field(k, pa.map_(pa.string(), pa.float64())))
+        else:
+            fields.append(pa.field(k, pa.array([v]).type))
+    return pa.schema([*fields, pa.field("reason", pa.string()), pa.field("error", pa.string())])
+
+
+def write_parquet(rows: Iterable[dict], task, path: str | Path) -> tuple[int, int]:
+    """Write ``predict_files``-shaped ``rows`` (a list or a generator) to ``path`` atomically,
+    ``PARQUET_ROWS`` at a time; returns (rows written, rows with an error)."""
+    import pyarrow.parquet as pq
+
+    from .paths import atomic_path
+
+    pa = require_pyarrow()
+    schema = parquet_schema(task)
+    n = failed = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+        chunk: list[dict] = []
+        for r in rows:
+            chunk.append(r)
+            n += 1
+            failed += "error" in r
+            if len(chunk) == PARQUET_ROWS:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                chunk = []
+        if chunk or n == 0:
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+    return n, failed

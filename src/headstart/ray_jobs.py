@@ -1,40 +1,46 @@
-"""Feature extraction over a Ray cluster (Ray Data), feeding the same ``FeatureCache``.
+"""Feature extraction and batch prediction over a Ray cluster (Ray Data), feeding the same ``FeatureCache``.
 
-The pipeline, one Ray Data dataset of the files whose features are not cached yet::
+The driver needs the file paths only; every file is read once, on a worker::
 
-    from_items(path, digest) ──map_batches(_decode)──▶ pixels, ok, reason, detail      (tasks, 1 CPU each)
-        ──map_batches(_Embedder, concurrency=workers)──▶ digest, backbone, vector, ...  (actor pool)
-        ──iter_batches on the driver──▶ FeatureCache rows (+ Parquet shards with --out)
+    from_items(index, path) ──map_batches(_read_hash_decode)──▶ digest, state, pixels, reason, detail   (tasks)
+        │  sha256 of the bytes; a digest the driver's cache holds (a sorted array of raw digests
+        │  in the object store) is marked CACHED and not decoded; the others are decoded from
+        │  the same bytes (failures: state FAILED, reason, detail, as on one machine)
+        ──map_batches(_Embedder, concurrency=workers)──▶ index, digest, state, vector      (actor pool)
+        ──iter_batches on the driver──▶ one progress bar; FeatureCache rows (+ Parquet shards with --out);
+                                        ``ray_predict``: the head on each batch, rows in input order
 
 Rows are keyed as on one machine (backbone ``cache_key``, sha256 of the file), so a later
 single-machine ``train`` or ``predict`` reuses what the cluster computed, and a second run
-only sends the missing digests. Files must be readable by every worker at the same path
-(a shared or network file system). Ray Data retries a task whose worker dies and restarts a
-dead actor, so one lost worker does not lose the job.
+decodes and embeds nothing it has already (cached rows send back their digest alone).
+Files must be readable by every worker at the same path (a shared or network file system).
+Ray Data retries a task whose worker dies and restarts a dead actor, so one lost worker does
+not lose the job.
 
->>> ex = ray_extract(create_backbone(), paths, digests, cache=FeatureCache())   # doctest: +SKIP
+>>> ex = ray_extract(create_backbone(), paths, cache=FeatureCache())   # doctest: +SKIP
+>>> rows = list(ray_predict(load("model/"), paths, cache=FeatureCache()))   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import HeadstartError
 from .features import DECODE_THREADS, Extraction, Failure, FeatureCache
+from .ray_shards import INSTALL_HINT, ShardWriter
 
-INSTALL_HINT = "pip install 'headstart[cluster]'   (adds ray[data] and pyarrow)"
 CONNECT_TIMEOUT_S = 5.0
 DIE_ONCE_ENV = "HEADSTART_RAY_DIE_ONCE"  # tests: a marker path; the first actor batch kills its process once
-SHARD_ROWS = 4096  # rows per Parquet shard written with --out
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,8 @@ class RayConfig:
 def require_ray():
     """``ray`` imported, or a HeadstartError saying how to install it."""
     try:
-        import ray  # noqa: F401
         import pyarrow  # noqa: F401
+        import ray
     except ImportError as e:
         raise HeadstartError(f"--ray needs Ray Data, which is not installed here ({e.name} is missing). "
                              f"Install it with: {INSTALL_HINT}") from None
@@ -68,7 +74,7 @@ def connect(config: RayConfig) -> None:
     ray = require_ray()
     addr = config.address
     if addr and addr != "auto":
-        _check_reachable(addr)
+        check_reachable(addr)
     need = config.num_workers * config.cpus_per_worker + 1  # the actors' CPUs, and one for decoding
     if not ray.is_initialized():
         try:
@@ -88,7 +94,7 @@ def connect(config: RayConfig) -> None:
             f"CPUs plus 1 for decoding need {need:g}. Lower --num-workers or --cpus-per-worker, or add nodes.")
 
 
-def _check_reachable(addr: str) -> None:
+def check_reachable(addr: str) -> None:
     hostport = addr.split("://", 1)[-1]
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
@@ -105,202 +111,278 @@ def _check_reachable(addr: str) -> None:
 
 # ---- the pipeline's stages (run on the workers) ------------------------------------------------
 
-def _decode(batch: dict, *, p) -> dict:
-    """Decode + preprocess one batch of files; failures become rows with ok=False."""
+COMPUTE, CACHED, FAILED = 0, 1, 2  # a row's state after _read_hash_decode
+
+
+def _read_hash_decode(batch: dict, *, p, known) -> dict:
+    """Read each file once: sha256 of its bytes, then decode + preprocess those bytes unless the
+    digest is in ``known`` (the driver's cache; sorted raw digests in the object store)."""
+    import ray
+
     from .data.images import ImageDecodeError, open_image
     from .data.transforms import preprocess
 
+    known = ray.get(known) if isinstance(known, ray.ObjectRef) else known  # zero-copy on the node
     mode = "RGB" if p.channels == 3 else "L"
     n = len(batch["path"])
     pixels = np.zeros((n, p.channels, p.input_size, p.input_size), np.float32)  # (B, C, H, W)
-    ok, reason, detail = np.ones(n, bool), [""] * n, [""] * n
+    state = np.full(n, COMPUTE, np.uint8)
+    digest, reason, detail = [""] * n, [""] * n, [""] * n
 
     def work(i: int) -> None:
         try:
-            pixels[i] = preprocess(open_image(str(batch["path"][i]), mode=mode, draft_size=p.draft_size), p)
-        except ImageDecodeError as e:
-            ok[i], reason[i], detail[i] = False, e.reason, e.detail
+            with open(str(batch["path"][i]), "rb") as f:
+                data = f.read()
         except OSError as e:
-            ok[i], reason[i], detail[i] = False, "unreadable", str(e)
+            state[i], reason[i], detail[i] = FAILED, "unreadable", f"{type(e).__name__}: {e.strerror or e}"
+            return
+        digest[i] = hashlib.sha256(data).hexdigest()
+        if _contains(known, digest[i]):
+            state[i] = CACHED
+            return
+        try:
+            pixels[i] = preprocess(open_image(data, mode=mode, draft_size=p.draft_size), p)
+        except ImageDecodeError as e:
+            state[i], reason[i], detail[i] = FAILED, e.reason, e.detail
 
-    # Pillow releases the GIL while decoding; Ray Data may fuse this stage into the actor's
+    # Pillow and hashlib release the GIL; Ray Data may fuse this stage into the actor's
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         list(pool.map(work, range(n)))
-    return {"path": batch["path"], "digest": batch["digest"], "pixels": pixels, "ok": ok,
-            "reason": np.array(reason, dtype=object), "detail": np.array(detail, dtype=object)}
+    return {"index": batch["index"], "digest": np.array(digest, dtype=object), "state": state,
+            "pixels": pixels, "reason": np.array(reason, dtype=object), "detail": np.array(detail, dtype=object)}
+
+
+def _contains(known: np.ndarray, hex_digest: str) -> bool:
+    if not len(known):
+        return False
+    q = np.array(bytes.fromhex(hex_digest), dtype="S32")
+    i = int(np.searchsorted(known, q))
+    return i < len(known) and known[i] == q
 
 
 class _Embedder:
-    """One backbone per actor; ONNX Runtime (or torch on a GPU) with the actor's CPU share."""
+    """One backbone per actor; ONNX Runtime (or torch on a GPU) with the actor's CPU share,
+    opened at the first batch with something to compute (a run over cached files opens none)."""
 
     def __init__(self, backbone, threads: int, engine: str, die_once: str | None = None):
+        self.backbone, self.threads, self.engine = backbone, threads, engine
+        self.die_once = die_once
+        self.run = None
+
+    def _open(self):
+        import ray
         import torch
 
         from .engines import TorchEngine, _export_once
 
-        self.key, self.dim = backbone.cache_key, backbone.feature_dim
-        self.die_once = die_once
+        backbone, threads = self.backbone, self.threads
+        if isinstance(backbone, ray.ObjectRef):  # passed by reference: the driver holds it for the job
+            backbone = ray.get(backbone)
         torch.set_num_threads(threads)
         p = backbone.preprocess
-        if engine == "torch" or (engine == "auto" and torch.cuda.is_available()):
-            self.run = TorchEngine(backbone)
-        else:
-            import onnxruntime as ort
+        if self.engine == "torch" or (self.engine == "auto" and torch.cuda.is_available()):
+            return TorchEngine(backbone)
+        import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            path = _export_once(backbone, self.key, (p.channels, p.input_size, p.input_size))
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            name = session.get_inputs()[0].name
-            self.run = lambda x: session.run(None, {name: np.ascontiguousarray(x)})[0]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        path = _export_once(backbone, backbone.cache_key, (p.channels, p.input_size, p.input_size))
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: np.ascontiguousarray(x)})[0]
 
     def __call__(self, batch: dict) -> dict:
         if self.die_once and not os.path.exists(self.die_once):
             Path(self.die_once).touch()  # tests: this process dies once, mid-job
             os._exit(1)
-        ok = batch["ok"].astype(bool)
-        vectors = np.zeros((len(ok), self.dim), np.float32)  # (B, D); rows of failed files stay 0
-        if ok.any():
-            vectors[ok] = self.run(batch["pixels"][ok])
-        return {"path": batch["path"], "digest": batch["digest"], "ok": ok, "reason": batch["reason"],
-                "detail": batch["detail"], "vector": vectors}
+        todo = batch["state"] == COMPUTE
+        # Only computed rows carry a vector (float32 bytes): a cached row sends its digest alone.
+        vectors = np.full(len(todo), b"", dtype=object)
+        if todo.any():
+            if self.run is None:
+                self.run = self._open()
+            for j, v in zip(np.flatnonzero(todo), np.asarray(self.run(batch["pixels"][todo]), np.float32)):
+                vectors[j] = v.tobytes()
+        return {"index": batch["index"], "digest": batch["digest"], "state": batch["state"],
+                "reason": batch["reason"], "detail": batch["detail"], "vector": vectors}
 
 
 # ---- the driver --------------------------------------------------------------------------------
 
-def ray_extract(backbone, paths: Sequence[str | Path], digests: Sequence[str], *, config: RayConfig = RayConfig(),
-                cache: FeatureCache | None = None, out: str | Path | None = None, engine: str = "auto",
-                progress: bool = False) -> Extraction:
-    """Like ``features.extract_features`` (same ``Extraction``, same ``Failure`` rows), with
-    the uncached images embedded on a Ray cluster. Each distinct digest is sent once."""
-    t0 = time.perf_counter()
-    paths = [Path(p) for p in paths]
-    out_feats = np.full((len(paths), backbone.feature_dim), np.nan, dtype=np.float32)
-    key = backbone.cache_key
-    hit = cache.get(key, digests) if cache is not None else {}
-    where: dict[str, list[int]] = {}
-    for i, d in enumerate(digests):
-        if d in hit:
-            out_feats[i] = hit[d]
-        else:
-            where.setdefault(d, []).append(i)
-    n_cached = len(paths) - sum(map(len, where.values()))
-    failures: list[Failure] = []
-    writer = _ShardWriter(Path(out), key) if out is not None else None
-    if where:
-        connect(config)
-        import ray
+@dataclass
+class RayExtraction(Extraction):
+    """``Extraction`` plus each file's sha256, computed on the workers ("" where unreadable)."""
 
-        _quiet_ray_data()
-        items = [{"path": str(paths[idx[0]]), "digest": d} for d, idx in where.items()]
-        n_blocks = -(-len(items) // config.batch_size)  # about one batch per block: every actor gets work
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(n_blocks, 10_000)))
-        ds = ds.map_batches(_decode, fn_kwargs={"p": backbone.preprocess}, batch_size=config.batch_size,
-                            batch_format="numpy", num_cpus=1)
-        ds = ds.map_batches(
-            _Embedder, batch_size=config.batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=config.num_workers),
-            num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker or None,
-            fn_constructor_kwargs={"backbone": backbone.cpu().eval(),
-                                   "threads": max(1, int(config.cpus_per_worker)), "engine": engine,
-                                   "die_once": os.environ.get(DIE_ONCE_ENV)})
-        # A dead actor is restarted and its batch retried: Ray Data's defaults for actor pools
-        # (max_restarts=-1, max_task_retries=-1); decoding tasks are retried too (max_retries).
-        bar = _progress(len(items), progress)
-        seen: set[str] = set()
+    digests: list[str] = field(default_factory=list)
+
+
+def ray_batches(backbone, paths: Sequence[str | Path], *, config: RayConfig = RayConfig(),
+                cache: FeatureCache | None = None, engine: str = "auto", progress: bool = False,
+                in_order: bool = False) -> Iterator[dict]:
+    """Run the pipeline over ``paths``; yield the driver's batches: ``index`` (into ``paths``),
+    ``digest``, ``state`` (COMPUTE: ``vector`` holds its float32 bytes; CACHED: in ``cache``
+    already; FAILED: ``reason``, ``detail``). Every index is yielded exactly once; in input
+    order with ``in_order`` (slower: a finished block waits for the ones before it)."""
+    if not len(paths):
+        return
+    connect(config)
+    import ray
+
+    _quiet_ray_data()
+    # Large objects by reference, held here while the job runs: a restarted actor finds them
+    weights = ray.put(backbone.cpu().eval())
+    known = ray.put(_cached_digests(cache, backbone.cache_key) if cache is not None else np.array([], "S32"))
+    items = [{"index": i, "path": str(p)} for i, p in enumerate(paths)]
+    n_blocks = -(-len(items) // config.batch_size)  # about one batch per block: every actor gets work
+    ctx = ray.data.DataContext.get_current()
+    order_before, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, in_order
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(n_blocks, 10_000)))
+    ds = ds.map_batches(_read_hash_decode, fn_kwargs={"p": backbone.preprocess, "known": known},
+                        batch_size=config.batch_size, batch_format="numpy", num_cpus=1)
+    ds = ds.map_batches(
+        _Embedder, batch_size=config.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=config.num_workers),
+        num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker or None,
+        fn_constructor_kwargs={"backbone": weights, "threads": max(1, int(config.cpus_per_worker)),
+                               "engine": engine, "die_once": os.environ.get(DIE_ONCE_ENV)})
+    # A dead actor is restarted and its batch retried: Ray Data's defaults for actor pools
+    # (max_restarts=-1, max_task_retries=-1); reading tasks are retried too (max_retries).
+    bar = _progress(len(items), progress)  # one bar for every worker: rows as they reach the driver
+    seen = np.zeros(len(items), bool)
+    try:
         for b in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-            good = []
-            for j, d in enumerate(b["digest"]):
-                d = str(d)
-                if d in seen:  # a retried block may deliver a row twice: keep the first
-                    continue
-                seen.add(d)
-                if b["ok"][j]:
-                    vec = b["vector"][j]
-                    out_feats[where[d]] = vec
-                    good.append((d, vec))
-                else:
-                    for i in where[d]:
-                        failures.append(Failure(i, paths[i], str(b["reason"][j]), str(b["detail"][j])))
-            if cache is not None and good:
-                cache.put(key, good)
-            if writer is not None:
-                writer.add(good)
+            fresh = ~seen[b["index"]]
+            if not fresh.all():  # a retried block may deliver a row twice: keep the first
+                b = {k: v[fresh] for k, v in b.items()}
+            seen[b["index"]] = True
             if bar is not None:
-                bar.update(len(b["digest"]))
+                bar.update(len(b["index"]))
+            if len(b["index"]):
+                yield b
+    finally:
         if bar is not None:
             bar.close()
-        missing = set(where) - seen
-        if missing:  # every image must be accounted for: a lost row is a bug, not a skip
-            raise RuntimeError(f"the Ray job returned no row for {len(missing)} of {len(where)} images")
+        ctx.execution_options.preserve_order = order_before
+    if not seen.all():  # every image must be accounted for: a lost row is a bug, not a skip
+        raise RuntimeError(f"the Ray job returned no row for {int((~seen).sum())} of {len(items)} images")
+
+
+def ray_extract(backbone, paths: Sequence[str | Path], *, config: RayConfig = RayConfig(),
+                cache: FeatureCache | None = None, out: str | Path | None = None, engine: str = "auto",
+                progress: bool = False, keep_features: bool = True) -> RayExtraction:
+    """Like ``features.extract_features`` (same ``Failure`` rows, same cache keys), with every
+    file read, hashed and (unless its features are cached) decoded and embedded on a Ray
+    cluster: the driver needs the paths only. New vectors go into ``cache`` (and Parquet
+    shards in ``out``). ``keep_features=False`` keeps no (N, D) matrix on the driver
+    (``features`` is then (N, 0)): for jobs too large for its memory.
+
+    >>> ex = ray_extract(create_backbone(), paths, cache=FeatureCache())   # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    paths = [Path(p) for p in paths]
+    key = backbone.cache_key
+    feats = np.full((len(paths), backbone.feature_dim if keep_features else 0), np.nan, np.float32)
+    digests = [""] * len(paths)
+    failures: list[Failure] = []
+    n_cached = 0
+    lost: list[int] = []  # in the cache when the job started, gone when read back (rare)
+    writer = ShardWriter(Path(out), key) if out is not None else None
+    for b in ray_batches(backbone, paths, config=config, cache=cache, engine=engine, progress=progress):
+        computed = _apply(b, digests, failures, paths)
+        n_cached += int((b["state"] == CACHED).sum())
+        if cache is not None and computed:
+            cache.put(key, [(d, v) for _, d, v in computed])
+        if writer is not None:
+            writer.add([(d, v) for _, d, v in computed])
+        if keep_features:
+            for i, _, v in computed:
+                feats[i] = v
+            lost += _fill_from_cache(b, cache, key, feats)
     if writer is not None:
         writer.close()
+    if lost:  # in the cache when the job started, gone when read back (rare): computed here
+        from .features import extract_features
+
+        again = extract_features(backbone, [paths[i] for i in lost], [digests[i] for i in lost], cache=cache,
+                                 engine=engine)
+        feats[lost] = again.features
+        n_cached -= len(lost)
+        failures += [Failure(lost[f.index], f.path, f.reason, f.detail) for f in again.failures]
     failures.sort(key=lambda f: f.index)
-    n_done = sum(map(len, where.values()))
-    return Extraction(out_feats, failures, n_cached, n_done - len(failures), time.perf_counter() - t0)
+    return RayExtraction(feats, failures, n_cached, len(paths) - n_cached - len(failures),
+                         time.perf_counter() - t0, digests)
 
 
-class _ShardWriter:
-    """Parquet shards (digest, backbone, vector), ``SHARD_ROWS`` rows each, written atomically."""
+def ray_predict(clf, paths: Sequence[str | Path], *, config: RayConfig = RayConfig(), cache: FeatureCache | None = None,
+                engine: str = "auto", top_k: int = 5, progress: bool = False) -> Iterator[dict]:
+    """``clf.predict_files(paths, top_k)``'s rows, in the same order, with the features computed
+    on a Ray cluster (hashing included) and the head applied on the driver batch by batch, so
+    its memory stays flat. Rows come as the cluster finishes them (a generator)."""
+    from .features import extract_features
+    from .training.head import predict_scores
 
-    def __init__(self, folder: Path, key: str):
-        self.folder, self.key, self.rows = folder, key, []
-        self.n = 0
-        folder.mkdir(parents=True, exist_ok=True)
-        self.stamp = f"{int(time.time())}-{os.getpid()}"
-
-    def add(self, rows: list[tuple[str, np.ndarray]]) -> None:
-        self.rows += rows
-        while len(self.rows) >= SHARD_ROWS:
-            self._flush(self.rows[:SHARD_ROWS])
-            self.rows = self.rows[SHARD_ROWS:]
-
-    def close(self) -> None:
-        if self.rows:
-            self._flush(self.rows)
-            self.rows = []
-
-    def _flush(self, rows) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from .paths import atomic_path
-
-        dim = len(rows[0][1])
-        table = pa.table({
-            "digest": pa.array([d for d, _ in rows], pa.string()),
-            "backbone": pa.array([self.key] * len(rows), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.concatenate([v for _, v in rows]).astype(np.float32)), dim),
-        })
-        with atomic_path(self.folder / f"features-{self.stamp}-{self.n:05d}.parquet") as tmp:
-            pq.write_table(table, tmp)
-        self.n += 1
+    paths = [Path(p) for p in paths]
+    key, task = clf.backbone_.cache_key, clf.task_
+    digests = [""] * len(paths)
+    for b in ray_batches(clf.backbone_, paths, config=config, cache=cache, engine=engine, progress=progress,
+                         in_order=True):
+        failures: list[Failure] = []
+        computed = _apply(b, digests, failures, paths)
+        if cache is not None and computed:
+            cache.put(key, [(d, v) for _, d, v in computed])
+        index = [int(i) for i in b["index"]]
+        feats = {i: v for i, _, v in computed}
+        cached = [i for i, s in zip(index, b["state"]) if s == CACHED]
+        hit = cache.get(key, [digests[i] for i in cached]) if cache is not None and cached else {}
+        feats.update({i: hit[digests[i]] for i in cached if digests[i] in hit})
+        missing = [i for i in cached if digests[i] not in hit]
+        if missing:  # in the cache when the job started, gone now (rare): computed here
+            again = extract_features(clf.backbone_, [paths[i] for i in missing], engine=engine)
+            feats.update({i: again.features[j] for j, i in enumerate(missing) if again.ok[j]})
+            failures += [Failure(missing[f.index], f.path, f.reason, f.detail) for f in again.failures]
+        failed = {f.index: f for f in failures}
+        good = [i for i in index if i not in failed]
+        scores = predict_scores(task, clf.head_, np.stack([feats[i] for i in good])) if good else None
+        decoded = dict(zip(good, task.decode(scores, top_k))) if good else {}
+        for i in index:
+            if i in failed:
+                yield {"file": str(paths[i]), "error": failed[i].detail, "reason": failed[i].reason}
+            else:
+                yield {"file": str(paths[i]), **decoded[i]}
 
 
-def import_shards(folder: str | Path, cache: FeatureCache) -> int:
-    """Put every row of the Parquet shards in ``folder`` into ``cache``; returns the row count."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise HeadstartError(f"reading Parquet shards needs pyarrow. Install it with: {INSTALL_HINT}") from None
-    files = sorted(Path(folder).glob("*.parquet"))
-    if not files:
-        raise HeadstartError(f"no Parquet shards (*.parquet) in {str(folder)!r}. Expected the --out folder of "
-                             "`headstart embed DATA --ray --out DIR`.")
-    n = 0
-    for f in files:
-        t = pq.read_table(f, columns=["digest", "backbone", "vector"])
-        digests, keys = t["digest"].to_pylist(), t["backbone"].to_pylist()
-        vecs = np.asarray(t["vector"].combine_chunks().flatten(), np.float32).reshape(len(digests), -1)
-        by_key: dict[str, list] = {}
-        for d, k, v in zip(digests, keys, vecs):
-            by_key.setdefault(k, []).append((d, v))
-        for k, rows in by_key.items():
-            cache.put(k, rows)
-        n += len(digests)
-    return n
+def _apply(b: dict, digests: list[str], failures: list[Failure], paths: list[Path]) -> list[tuple[int, str, np.ndarray]]:
+    """Record a batch's digests and failures; return its computed rows (index, digest, vector)."""
+    computed = []
+    for j, i in enumerate(b["index"]):
+        i = int(i)
+        digests[i] = str(b["digest"][j])
+        if b["state"][j] == FAILED:
+            failures.append(Failure(i, paths[i], str(b["reason"][j]), str(b["detail"][j])))
+        elif b["state"][j] == COMPUTE:
+            computed.append((i, digests[i], np.frombuffer(b["vector"][j], np.float32)))
+    return computed
+
+
+def _fill_from_cache(b: dict, cache: FeatureCache | None, key: str, feats: np.ndarray) -> list[int]:
+    """Put the cached rows of batch ``b`` into ``feats``; returns the indices no longer cached."""
+    cached = [(int(i), str(d)) for i, d, s in zip(b["index"], b["digest"], b["state"]) if s == CACHED]
+    if not cached or cache is None:
+        return []
+    hit = cache.get(key, [d for _, d in cached])
+    for i, d in cached:
+        if d in hit:
+            feats[i] = hit[d]
+    return [i for i, d in cached if d not in hit]
+
+
+def _cached_digests(cache: FeatureCache, key: str) -> np.ndarray:
+    """The digests ``cache`` holds for ``key`` (whole rows only), sorted raw sha256 bytes (N,) S32:
+    32 bytes a file, so 10 million cached images ship as 320 MB to each node, shared by its workers."""
+    out = np.array([bytes.fromhex(d) for d in cache.digests(key)], dtype="S32")
+    out.sort()
+    return out
 
 
 def _quiet_ray_data() -> None:
@@ -314,6 +396,7 @@ def _quiet_ray_data() -> None:
     ctx.enable_progress_bars = False
     for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
 
 

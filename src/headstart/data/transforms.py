@@ -11,6 +11,7 @@ remember for each command):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,23 +81,35 @@ def resize_image(img: Image.Image, p: Preprocess) -> Image.Image:
         canvas = Image.new(img.mode, (s, s), fill if img.mode == "RGB" else fill[0])
         canvas.paste(img, ((s - nw) // 2, (s - nh) // 2))
         return canvas
-    # crop: short side to resize_size, then the centre square.
+    # crop: short side to resize_size, then the centre square. Resampling only the source box
+    # the square comes from gives the same pixels (same scale, same filter support) at about
+    # half the cost of resizing the whole image and cropping afterwards.
     scale = p.resize_size / min(w, h)
     nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-    img = img.resize((nw, nh), resample)
     left, top = (nw - s) // 2, (nh - s) // 2
-    return img.crop((left, top, left + s, top + s))
+    sx, sy = w / nw, h / nh
+    return img.resize((s, s), resample, box=(left * sx, top * sy, (left + s) * sx, (top + s) * sy))
 
 
 def to_array(img: Image.Image, p: Preprocess) -> np.ndarray:
-    """Resized image -> normalised float32 array (C, H, W)."""
-    a = np.asarray(img, dtype=np.float32) / 255.0
+    """Resized image -> normalised float32 array (C, H, W): ``(pixel / 255 - mean) / std``,
+    computed as one multiply-add per channel straight into the output."""
+    a = np.asarray(img)
     if a.ndim == 2:
         a = a[:, :, None]
-    mean = np.asarray(p.mean[: a.shape[2]], dtype=np.float32)
-    std = np.asarray(p.std[: a.shape[2]], dtype=np.float32)
-    a = (a - mean) / std
-    return np.ascontiguousarray(a.transpose(2, 0, 1))  # (C, H, W)
+    c = a.shape[2]
+    scale, offset = _affine(p.mean[:c], p.std[:c])
+    out = np.empty((c, a.shape[0], a.shape[1]), np.float32)
+    for i in range(c):
+        np.multiply(a[:, :, i], scale[i], out=out[i], casting="unsafe")
+        out[i] += offset[i]
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    m, sd = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return (1.0 / (255.0 * sd)).astype(np.float32), (-m / sd).astype(np.float32)
 
 
 def preprocess(img: Image.Image, p: Preprocess) -> np.ndarray:

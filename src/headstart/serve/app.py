@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import HeadstartError
 from .batching import Batcher
+from .predictor import Predictor, default_workers
 from .uploads import Rejection, decode_upload, describe
 
 STATIC = Path(__file__).parent / "static"
@@ -49,8 +51,9 @@ class ServeSettings:
     max_upload_mb: float = 64.0       # whole request body
     max_images: int = 32              # per prediction request
     max_pixels: int = 40_000_000      # per image, from its header (decompression bombs)
-    batch_wait_ms: float = 5.0        # how long the worker waits to fill a batch
+    batch_wait_ms: float = 5.0        # how long a worker waits to fill a batch
     max_batch: int = 32               # images per model call
+    workers: int = field(default_factory=default_workers)  # model calls at once (batches in flight)
     timeout_s: float = 30.0           # receiving the body + waiting for the prediction
     max_teach_images: int = 2000
     work_dir: str | None = None       # teach jobs; a fresh temporary folder when None
@@ -62,7 +65,7 @@ class ServeSettings:
                 f"binding to {self.host!r} makes the server reachable from other machines, so it needs a "
                 "token: pass --token SECRET (or set HEADSTART_TOKEN); clients then send "
                 "'Authorization: Bearer SECRET'. Or bind to 127.0.0.1.")
-        for name in ("max_upload_mb", "max_images", "max_pixels", "max_batch", "timeout_s"):
+        for name in ("max_upload_mb", "max_images", "max_pixels", "max_batch", "timeout_s", "workers"):
             if getattr(self, name) <= 0:
                 raise HeadstartError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)!r}.")
 
@@ -78,17 +81,21 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class ServedModel:
-    """A loaded model with its own batching worker."""
+    """A loaded model with its own batching workers."""
 
     id: str
     clf: Any                   # ImageClassifier
     source: str                # "folder" or "taught"
     name: str                  # folder name or teach job id: never a path
+    predictor: Predictor = field(init=False)
     batcher: Batcher = field(init=False)
 
     def start(self, settings: ServeSettings) -> "ServedModel":
-        self.batcher = Batcher(self.clf.predict_images, wait_ms=settings.batch_wait_ms,
-                               max_batch=settings.max_batch, name=self.id)
+        # The cores are shared out between the workers: with 2 cores, 2 workers of 1 thread each.
+        threads = max(1, (os.cpu_count() or 1) // settings.workers)
+        self.predictor = Predictor(self.clf, threads=threads)
+        self.batcher = Batcher(self.predictor.predict, wait_ms=settings.batch_wait_ms,
+                               max_batch=settings.max_batch, workers=settings.workers, name=self.id)
         return self
 
     def info(self) -> dict:
@@ -192,7 +199,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     async def predict(request: Request,
                       images: list[UploadFile] = File(..., description="one or more image files"),
                       top_k: int = Query(3, ge=1, le=100, description="how many labels per image"),
-                      model: str | None = Query(None, description="model id (default: the served model)")) -> dict:
+                      model: str | None = Query(None, description="model id (default: the served model)")
+                      ) -> JSONResponse:
         t0 = time.perf_counter()
         m = models.get(model)
         if len(images) > settings.max_images:
@@ -200,16 +208,16 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
                                  f"{settings.max_images} (--max-images): split them over several requests.")
         datas = [await f.read() for f in images]
         names = [f.filename for f in images]
-        p = m.clf.backbone_.preprocess
-        mode, draft = ("RGB" if p.channels == 3 else "L"), p.draft_size
+        pred = m.predictor
 
-        def decode_all(blobs: list[bytes]) -> list:
-            return [decode_upload(d, n, i, max_pixels=settings.max_pixels, mode=mode, draft_size=draft)
+        def prepare_all(blobs: list[bytes]) -> list:  # decoded and preprocessed, off the event loop
+            return [decode_upload(d, n, i, max_pixels=settings.max_pixels, mode=pred.mode,
+                                  draft_size=pred.preprocess.draft_size, then=pred.prepare)
                     for i, (d, n) in enumerate(zip(blobs, names))]
 
-        decoded = await run_in_threadpool(decode_all, datas)
+        inputs = await run_in_threadpool(prepare_all, datas)
         del datas  # the raw bytes are no longer needed while the batch waits
-        fut = m.batcher.submit(decoded, top_k)
+        fut = m.batcher.submit(inputs, top_k)
         remaining = settings.timeout_s - (time.perf_counter() - request.scope["headstart.t0"])
         try:
             rows = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=max(0.01, remaining))
@@ -218,7 +226,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
             raise Rejection(408, f"the prediction did not finish within {settings.timeout_s:g} s (the server is "
                                  "busy); try again, or send fewer images per request.") from None
         preds = [{"file": names[i] or describe(i, None), **r} for i, r in enumerate(rows)]
-        return {"model": m.id, "predictions": preds, "seconds": round(time.perf_counter() - t0, 4)}
+        # A plain JSONResponse: the rows are JSON already, FastAPI's encoder would only walk them again.
+        return JSONResponse({"model": m.id, "predictions": preds, "seconds": round(time.perf_counter() - t0, 4)})
 
     return app
 

@@ -1,9 +1,9 @@
-"""Join concurrent prediction requests into batches for one worker thread.
+"""Join concurrent prediction requests into batches for a few worker threads.
 
-Each request hands over its decoded images and gets a ``Future``. The worker takes the first
-waiting request, waits up to ``wait_ms`` for more (up to ``max_batch`` images in all), runs the
-model once on all of them, and hands each request its own rows back. One thread owns the model,
-so the backbone's engine is never called from two threads at once and batches stay large.
+Each request hands over its images (as model inputs) and gets a ``Future``. A free worker takes
+the first waiting request, waits up to ``wait_ms`` for more (up to ``max_batch`` images in all),
+runs the model once on all of them, and hands each request its own rows back. Only one worker
+gathers at a time, so while the others compute, requests pile up into the next batch.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
-from PIL import Image
-
-Predict = Callable[[Sequence[Image.Image], int], list[dict]]
+Predict = Callable[[Sequence[Any], int], list[dict]]  # (one input per image, top_k) -> rows
 
 
 @dataclass
 class _Request:
-    images: list[Image.Image]
+    images: list[Any]
     top_k: int
     future: Future = field(default_factory=Future)
 
@@ -41,49 +40,67 @@ class Batcher:
     >>> b = Batcher(clf.predict_images, wait_ms=5)       # doctest: +SKIP
     >>> b.submit([img], top_k=3).result()                 # doctest: +SKIP
     [{'label': 'cat', 'probability': 0.93, 'top': [...]}]
+
+    With ``workers`` > 1, one worker gathers the next batch while the others run theirs, so
+    the model is called on one batch while the next one fills (``predict`` must then be
+    safe to call from several threads, as an ONNX Runtime session is).
     """
 
-    def __init__(self, predict: Predict, *, wait_ms: float = 5.0, max_batch: int = 64, name: str = "model"):
+    def __init__(self, predict: Predict, *, wait_ms: float = 5.0, max_batch: int = 64, workers: int = 1,
+                 name: str = "model"):
         self.predict = predict
         self.wait_s = max(0.0, wait_ms) / 1000
         self.max_batch = max(1, max_batch)
         self.stats = BatchStats()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=f"headstart-batcher-{name}", daemon=True)
-        self._thread.start()
+        self._gathering = threading.Lock()  # one worker gathers at a time
+        self._carry: _Request | None = None  # a request that did not fit the last batch
+        self._stats_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, name=f"headstart-batcher-{name}-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
 
-    def submit(self, images: list[Image.Image], top_k: int) -> Future:
+    def submit(self, images: list[Any], top_k: int) -> Future:
         req = _Request(list(images), top_k)
         self._queue.put(req)
         return req.future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._queue.put(None)  # each worker passes it on to the next, then stops
+        for t in self._threads:
+            t.join(timeout=10)
 
     def _run(self) -> None:
-        carry: _Request | None = None
         while True:
-            first = carry or self._queue.get()
-            carry = None
-            if first is None:
+            with self._gathering:
+                batch = self._gather()
+            if batch is None:
                 return
-            batch, n = [first], len(first.images)
-            deadline = time.monotonic() + self.wait_s
-            while n < self.max_batch:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:  # close(): finish this batch, then stop
-                    self._queue.put(None)
-                    break
-                if n + len(nxt.images) > self.max_batch:
-                    carry = nxt  # starts the next batch
-                    break
-                batch.append(nxt)
-                n += len(nxt.images)
             self._run_batch([r for r in batch if r.future.set_running_or_notify_cancel()])
+
+    def _gather(self) -> list[_Request] | None:
+        first = self._carry or self._queue.get()
+        self._carry = None
+        if first is None:
+            self._queue.put(None)
+            return None
+        batch, n = [first], len(first.images)
+        deadline = time.monotonic() + self.wait_s
+        while n < self.max_batch:
+            try:
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if nxt is None:  # close(): finish this batch, then stop
+                self._queue.put(None)
+                break
+            if n + len(nxt.images) > self.max_batch:
+                self._carry = nxt  # starts the next batch
+                break
+            batch.append(nxt)
+            n += len(nxt.images)
+        return batch
 
     def _run_batch(self, batch: list[_Request]) -> None:
         # Requests asking for different top_k are decoded separately (rare; same model call cost).
@@ -102,7 +119,8 @@ class Batcher:
                 r.future.set_result(rows[s:s + len(r.images)])
                 s += len(r.images)
         n = sum(len(r.images) for r in batch)
-        self.stats.batches += 1
-        self.stats.images += n
-        self.stats.requests += len(batch)
-        self.stats.largest = max(self.stats.largest, n)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.images += n
+            self.stats.requests += len(batch)
+            self.stats.largest = max(self.stats.largest, n)

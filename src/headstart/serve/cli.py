@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
                    help="how long to wait for concurrent requests to join a batch (default 5 ms)")
     p.add_argument("--max-batch", type=int, default=32, help="most images per model call (default 32)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batches computed at once, the cores shared out between them "
+                        "(default: one per core, at most 4)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to receive a request and answer it, else 408 (default 30)")
     p.add_argument("--work-dir", help="folder for teach jobs (default: a temporary folder removed at exit)")
@@ -47,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_dir=args.model, host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV) or None,
         max_upload_mb=args.max_upload_mb, max_images=args.max_images, max_pixels=args.max_pixels,
         batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch, timeout_s=args.timeout,
+        **({"workers": args.workers} if args.workers is not None else {}),
         work_dir=args.work_dir, engine=args.engine)
     app = create_app(settings)
     what = f"model {os.path.basename(os.path.abspath(args.model))!r}" if args.model else "teach-only mode (no model yet)"

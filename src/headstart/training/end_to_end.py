@@ -15,6 +15,11 @@ images rather than by a flag per command:
 - a horizontal flip, on by default (objects, animals, clothes look the same mirrored);
   turn it off (``flip=False``, ``--no-flip``) when left and right differ: digits, letters;
 - brightness, contrast and saturation jitter of +-20 % for colour images only.
+
+With ``checkpoint_dir``, every epoch ends with an atomic checkpoint (``checkpoint.py``: weights,
+optimizer, schedule, random generators, history and the best epoch's weights); a later call
+with the same data and settings continues after the last finished epoch and ends with the
+same weights as an uninterrupted run (on a CPU with a fixed thread count; see ``_settings``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,8 +41,9 @@ import torch.nn.functional as F
 
 from ..data.transforms import Preprocess, resize_image
 from ..errors import HeadstartError
-from ..heads import Head, Predictor
+from ..heads import BankDropout, Head, Predictor
 from ..tasks import Task
+from .checkpoint import Checkpoint
 
 ZOOM_MIN_SIZE = 64  # px: from this input size on, images are treated as photos (random zoom)
 
@@ -158,8 +165,12 @@ def augment(x: torch.Tensor, config: EndToEndConfig, gen: torch.Generator) -> to
 def train_end_to_end(backbone, task: Task, x_train: np.ndarray, y_train: Sequence,
                      x_val: np.ndarray, y_val: Sequence, config: EndToEndConfig = EndToEndConfig(),
                      progress: bool = False, log: Callable[[str], None] | None = None,
-                     ) -> EndToEndResult:
+                     checkpoint_dir: str | Path | None = None) -> EndToEndResult:
     """Train ``backbone`` and a new linear head for ``task`` on uint8 images (N, H, W, C).
+
+    With ``checkpoint_dir``: a checkpoint after every epoch, and a resumed run when one is
+    there (refused, naming the setting, when the data or settings differ). The caller removes
+    the folder once the model is saved.
 
     >>> bb = create_backbone("scratch:conv16-bn-relu-maxpool,conv32-bn-relu-gap",
     ...                      input_size=28, channels=1)               # doctest: +SKIP
@@ -199,7 +210,21 @@ def train_end_to_end(backbone, task: Task, x_train: np.ndarray, y_train: Sequenc
     best = (-math.inf, 0, None)   # (score, epoch, state)
     t_start, n_seen, t_train = time.perf_counter(), 0, 0.0
     stopped = False
-    for epoch in range(1, config.epochs + 1):
+    start_epoch, ck = 0, None
+    if checkpoint_dir is not None:
+        ck = Checkpoint(checkpoint_dir, _settings(backbone, task, config, bf16, x_train, y_train, x_val, y_val))
+        if ck.exists():
+            r = ck.restore(model, opt, sched, {"gen": gen})
+            start_epoch, history, stopped = r.epoch, r.state["history"], r.state["stopped"]
+            n_seen, t_train = r.state["n_seen"], r.state["t_train"]
+            best = (r.state["best_score"], r.state["best_epoch"],
+                     {k[5:]: v for k, v in r.tensors.items() if k.startswith("best.")})
+            _set_dropout_banks(model, r.tensors)
+            if log is not None:
+                log(f"resumed from the checkpoint after epoch {start_epoch} ({ck.path})")
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if stopped:  # a resumed run that had already stopped early
+            break
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(len(X), generator=gen)
@@ -231,6 +256,12 @@ def train_end_to_end(backbone, task: Task, x_train: np.ndarray, y_train: Sequenc
         history.append(row)
         if best[2] is None or val > best[0]:  # (a NaN score keeps the first epoch)
             best = (val, epoch, copy.deepcopy(model.state_dict()))
+        stopped = epoch - best[1] >= config.patience
+        if ck is not None:  # before anything that may be interrupted: logging, the next epoch
+            ck.save(epoch, model, opt, sched, {"gen": gen},
+                    tensors={**{f"best.{k}": v for k, v in best[2].items()}, **_dropout_banks(model)},
+                    state={"history": history, "best_score": best[0], "best_epoch": best[1],
+                           "stopped": stopped, "n_seen": n_seen, "t_train": t_train})
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val:.4f}",
                             best=f"{best[0]:.4f}@{best[1]}", img_s=f"{row['images_per_s']:.0f}")
@@ -238,8 +269,7 @@ def train_end_to_end(backbone, task: Task, x_train: np.ndarray, y_train: Sequenc
         elif log is not None:
             log(f"epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, validation {val:.4f}, "
                 f"{row['images_per_s']:.0f} img/s")
-        if epoch - best[1] >= config.patience:
-            stopped = True
+        if stopped:
             if log is not None:
                 log(f"stopping early: no better validation score for {config.patience} epochs; "
                     f"keeping epoch {best[1]} ({best[0]:.4f})")
@@ -252,6 +282,33 @@ def train_end_to_end(backbone, task: Task, x_train: np.ndarray, y_train: Sequenc
     backbone.weights_id = state_digest(backbone.state_dict())  # new weights: new cache key
     return EndToEndResult(model, history, best[1], float(best[0]), time.perf_counter() - t_start,
                           n_seen / max(t_train, 1e-9), stopped, config)
+
+
+def _settings(backbone, task: Task, config: EndToEndConfig, bf16: bool, x_train, y_train, x_val, y_val) -> dict:
+    """What a checkpoint must match to be resumed: the data (a digest of the very arrays and
+    targets), the network, the task and every setting that changes the numbers. Not ``threads``:
+    another thread count only reorders float sums (results differ in the last bits; with the
+    same count on the same machine a resumed run is bit-identical)."""
+    h = hashlib.sha256()
+    for a in (x_train, x_val):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    h.update(repr([list(map(str, y_train)), list(map(str, y_val))]).encode())
+    return {"data": h.hexdigest()[:16], "backbone": backbone.name, "input": backbone.preprocess.to_dict(),
+            "task": task.name, "labels": list(getattr(task, "labels", []) or []), "bf16": bf16,
+            **{f"end-to-end {k}": v for k, v in config.to_dict().items() if k not in ("threads", "bf16")}}
+
+
+def _dropout_banks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The masks of each ``BankDropout`` (drawn at its first training step; not in the state dict)."""
+    return {f"bank.{name}": m._bank for name, m in model.named_modules()
+            if isinstance(m, BankDropout) and m._bank is not None}
+
+
+def _set_dropout_banks(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    for name, m in model.named_modules():
+        if f"bank.{name}" in tensors and isinstance(m, BankDropout):
+            m._bank = tensors[f"bank.{name}"]
 
 
 def predict_scores(model: Predictor, task: Task, x: np.ndarray, bf16: bool = False,

@@ -124,13 +124,29 @@ async function predictFiles(files) {
   await Promise.all(workers);
 }
 
-// ---- camera ------------------------------------------------------------------------------
+// ---- camera (offered only where the browser has one) -----------------------------------------
+async function hasCamera() {
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && navigator.mediaDevices.enumerateDevices)) return false;
+  try {
+    return (await navigator.mediaDevices.enumerateDevices()).some(d => d.kind === "videoinput");
+  } catch (e) {
+    return false;
+  }
+}
+
+async function offerCamera() {
+  const yes = await hasCamera();
+  $$(".camera-start").forEach(b => (b.hidden = !yes));
+}
+
 async function startCamera(video, panel) {
   try {
-    if (!state.stream) state.stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    if (!state.stream) {
+      state.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } } });
+    }
     video.srcObject = state.stream;
     panel.hidden = false;
-    $$(".snap").forEach(b => (b.hidden = false));
+    if (panel.id === "teach-camera") $$(".snap").forEach(b => (b.hidden = false));
   } catch (e) {
     notice("The camera is not available: " + e.message);
   }
@@ -143,7 +159,16 @@ function stopCamera() {
   $$(".snap").forEach(b => (b.hidden = true));
 }
 
-function grabFrame(video) {
+// The current frame as a JPEG blob (waits for the first frame after the camera starts).
+async function grabFrame(video) {
+  if (video.readyState < 2) {
+    await Promise.race([new Promise(r => video.addEventListener("loadeddata", r, { once: true })),
+                        new Promise(r => setTimeout(r, 5000))]);
+  }
+  if (!video.videoWidth) {
+    notice("The camera gives no picture yet; try again in a moment.");
+    return null;
+  }
   const c = document.createElement("canvas");
   c.width = video.videoWidth;
   c.height = video.videoHeight;
@@ -160,10 +185,10 @@ function addClass(name) {
   $(".name", node).value = name || `Class ${++classCounter}`;
   $(".files", node).addEventListener("change", e => { addExamples(node, e.target.files); e.target.value = ""; });
   $(".remove", node).addEventListener("click", () => node.remove());
-  $(".snap", node).hidden = !state.stream;
+  $(".snap", node).hidden = $("#teach-camera").hidden;
   $(".snap", node).addEventListener("click", async () => {
     const blob = await grabFrame($("#video-teach"));
-    if (blob) addExamples(node, [new File([blob], `snap-${Date.now()}.jpg`, { type: "image/jpeg" })]);
+    if (blob) addExamples(node, [new File([blob], `camera-${Date.now()}.jpg`, { type: "image/jpeg" })]);
   });
   dropTarget(node, files => addExamples(node, files));
   $("#classes").append(node);
@@ -297,13 +322,16 @@ function init() {
   $("#file-input").addEventListener("change", e => { predictFiles(e.target.files); e.target.value = ""; });
   $("#model-select").addEventListener("change", e => refreshModel(e.target.value));
   dropTarget($("#drop"), predictFiles);
-  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) $$(".camera-only").forEach(b => (b.hidden = true));
+  offerCamera();
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", offerCamera);  // a camera plugged in later
+  }
   $("#camera-try").addEventListener("click", () => startCamera($("#video"), $("#camera-panel")));
   $("#camera-teach").addEventListener("click", () => startCamera($("#video-teach"), $("#teach-camera")));
   $$(".camera-stop").forEach(b => b.addEventListener("click", stopCamera));
   $("#capture").addEventListener("click", async () => {
     const blob = await grabFrame($("#video"));
-    if (blob) predictOne(blob, "camera frame");
+    if (blob) predictOne(blob, "camera " + new Date().toLocaleTimeString());
   });
   $("#add-class").addEventListener("click", () => addClass());
   $("#train").addEventListener("click", train);

@@ -1,0 +1,62 @@
+"""The baseline every speed ratio divides by: the bare backbone on arrays already in memory.
+
+ONNX Runtime can use the cores two ways, and which is faster depends on the machine and on
+what else runs on it (on 2 shared cores the lanes won by up to 2x, measured here):
+
+- one session with a thread per core (its default, threads spin-waiting between operators);
+- one one-thread session run by one thread per core ("lanes"), no spinning.
+
+``bare_rates`` times both, back to back, and the benchmarks divide by the faster one, so a
+ratio never flatters headstart by comparing it with a badly run backbone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def bare_rates(backbone, x: np.ndarray, seconds: float = 5.0, engine: str = "auto") -> dict[str, dict]:
+    """``{"how": {"img_s": ..., "cpu_ms": ...}}`` for each way of running ``backbone`` on ``x``
+    (a (B, C, H, W) float32 batch), each for about ``seconds``."""
+    from headstart.engines import make_engine
+
+    p = backbone.preprocess
+    shape = (p.channels, p.input_size, p.input_size)
+    one = make_engine(backbone, backbone.cache_key, shape, prefer=engine)
+    out = {f"{one.name}, one session": _timed(lambda: one(x), len(x), seconds, 1)}
+    lanes = os.cpu_count() or 1
+    if one.name == "onnxruntime" and lanes > 1:
+        lane = make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime", threads=1, spin=False)
+        out[f"onnxruntime, {lanes} one-thread lanes"] = _timed(lambda: lane(x), len(x), seconds, lanes)
+    return out
+
+
+def best(rates: dict[str, dict]) -> tuple[str, float]:
+    name = max(rates, key=lambda k: rates[k]["img_s"])
+    return name, rates[name]["img_s"]
+
+
+def describe(rates: dict[str, dict]) -> str:
+    return "; ".join(f"{k}: {v['img_s']:.1f} img/s, {v['cpu_ms']:.1f} CPU ms/img" for k, v in rates.items())
+
+
+def _timed(call, batch: int, seconds: float, threads: int) -> dict:
+    call()  # warm-up (and, for a fresh session, its first-run allocations)
+    stop = time.perf_counter() + seconds
+
+    def loop() -> int:
+        n = 0
+        while time.perf_counter() < stop:
+            call()
+            n += batch
+        return n
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        n = sum(pool.map(lambda _: loop(), range(threads)))
+    wall = time.perf_counter() - t0
+    return {"img_s": n / wall, "cpu_ms": (time.process_time() - cpu0) / n * 1000}

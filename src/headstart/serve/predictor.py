@@ -1,0 +1,67 @@
+"""A model as the server runs it: images become input arrays in the upload threads, and the
+batch workers only stack them and run the backbone and head.
+
+The server shares its cores with decoding, HTTP and often its own clients, so its ONNX Runtime
+sessions differ from the library's in two settings (measured in ``docs/serve.md``):
+
+- each batch worker gets ``threads`` intra-op threads (one each on a 2-core machine, with two
+  workers) instead of all the cores: one batch computes while the next one fills, with no
+  barrier between threads that the other work keeps waiting;
+- threads do not spin-wait between operators: spinning burnt about a third of the server's
+  CPU time under load, time that decoding and the other batch needed.
+
+Both are ``make_engine`` options (``engines.OnnxEngine``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def default_workers() -> int:
+    """Batches in flight: one per core, up to 4 (then each worker gets several threads)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Predictor:
+    """``prepare(image) -> array`` in any thread; ``predict(arrays, top_k) -> rows`` in the workers.
+
+    >>> p = Predictor(load("model/"), threads=1)             # doctest: +SKIP
+    >>> p.predict([p.prepare(img)], top_k=3)                  # doctest: +SKIP
+    [{'label': 'cat', 'probability': 0.93, 'top': [...]}]
+    """
+
+    def __init__(self, clf: Any, threads: int = 1):
+        self.clf = clf
+        self.preprocess = clf.backbone_.preprocess
+        self.mode = "RGB" if self.preprocess.channels == 3 else "L"
+        self.engine = _serving_engine(clf, threads)
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        from ..data.transforms import preprocess
+
+        return preprocess(img, self.preprocess)  # (C, H, W) float32
+
+    def predict(self, inputs: Sequence[np.ndarray], top_k: int) -> list[dict]:
+        from ..training.head import predict_scores
+
+        # The same steps as ImageClassifier.predict_images after its preprocessing (a test
+        # checks that the API's answers equal the Python API's).
+        clf = self.clf
+        feats = self.engine(np.stack(inputs))  # (N, C, H, W) -> (N, D)
+        return clf.task_.decode(predict_scores(clf.task_, clf.head_, feats), top_k)
+
+
+def _serving_engine(clf: Any, threads: int):
+    from ..engines import make_engine
+
+    p = clf.backbone_.preprocess
+    # ONNX Runtime: ``threads`` per worker, no spin-waiting; PyTorch (a GPU, or no ONNX
+    # Runtime) ignores both and keeps its own threading.
+    return make_engine(clf.backbone_, clf.backbone_.cache_key, (p.channels, p.input_size, p.input_size),
+                       prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False)
