@@ -240,3 +240,18 @@ def test_predict_out_writes_the_json_rows_as_parquet_on_one_machine(trained_mode
     assert captured.out == "" and f"wrote 30 predictions to {out}" in captured.err
     got = pq.read_table(out).to_pylist()
     assert [{k: v for k, v in r.items() if v is not None} for r in got] == want
+
+
+@pytest.mark.slow
+def test_cli_train_on_ray_reads_no_file_on_the_driver_to_hash_it(local_ray, photos, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from headstart.cli import main
+
+    scan_module = importlib.import_module("headstart.data.scan")
+    real, reads = scan_module.file_sha256, []
+    monkeypatch.setattr(scan_module, "file_sha256", lambda p: reads.append(p) or real(p))
+    assert main(["train", str(photos), "--ray", "--out", str(tmp_path / "model"), "--no-report", "--epochs", "3",
+                 "--val-fraction", "0.2", "--test-fraction", "0.2"]) == 0
+    assert reads == []  # the workers' digests were used
+    assert "features: 17 from cache, 0 computed" in capsys.readouterr().err

@@ -274,3 +274,22 @@ def test_find_images_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(HeadstartError, match=r"notes.txt' is not an image file.*\.png"):
         find_images([tmp_path / "notes.txt"])
+
+
+def test_known_digests_are_taken_instead_of_reading_the_files(class_folder, monkeypatch):
+    """`train --ray`: the workers hashed the files; the scan only checks headers."""
+    import importlib
+
+    from headstart.data.scan import known_digests
+
+    scan_module = importlib.import_module("headstart.data.scan")  # (the package exports the function scan)
+
+    real = {s.path: s.digest for s in scan(class_folder).samples}
+    reads = []
+    monkeypatch.setattr(scan_module, "file_sha256", lambda p: reads.append(p) or "read")
+    given = {Path(os.path.relpath(p)): "w" + d[1:] for p, d in real.items()}  # relative paths match too
+    with known_digests(given):
+        inside = scan(class_folder).samples
+    assert reads == [] and {s.path: s.digest for s in inside} == {p: "w" + d[1:] for p, d in real.items()}
+    after = scan(class_folder).samples  # outside the block the files are read again
+    assert len(reads) == len(after) and {s.digest for s in after} == {"read"}

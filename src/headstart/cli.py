@@ -80,12 +80,15 @@ def cmd_train(args) -> int:
                           task=args.task, loss=args.loss, skip_bad_rows=args.skip_bad_rows,
                           input_size=args.input_size, resize=args.resize, flip=not args.no_flip)
     from . import cli_finetune
+    from .data.scan import known_digests
 
     cli_finetune.check(args)  # bad --finetune options fail before the main job
     checkpoint = _end_to_end_checkpoint(args, clf)
     cluster = importlib.import_module(".cli_ray", __package__)
-    cluster.before_train(args, clf)  # --ray: the cluster fills the cache; --distributed: join torchrun's group
-    clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
+    # --ray: the cluster hashes the files and fills the cache; --distributed: join torchrun's group
+    digests = cluster.before_train(args, clf)
+    with known_digests(digests):  # the workers' sha256: the scan does not read every file again
+        clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
     if args.finetune is not None:
         cli_finetune.run(clf, args)  # --distributed: on every rank
     if not cluster.is_main_process():

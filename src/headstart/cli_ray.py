@@ -82,10 +82,12 @@ def is_main_process() -> bool:
     return main()
 
 
-def before_train(args: argparse.Namespace, clf=None) -> None:
+def before_train(args: argparse.Namespace, clf=None) -> dict:
     """``train --distributed``: join torchrun's process group (ranks > 0 stay quiet).
-    ``train --ray``: the cluster hashes and embeds the files ``fit`` will read into the cache
-    (``fit``'s scan then hashes them once more here, and finds every feature cached)."""
+    ``train --ray``: the cluster hashes and embeds the files ``fit`` will read into the cache;
+    returns ``{path: sha256}`` from the workers, so ``fit``'s scan (inside
+    ``data.scan.known_digests``) checks headers here without reading every file again, and
+    finds every feature cached. ``{}`` without ``--ray``."""
     if getattr(args, "distributed", False):
         if not args.backbone.startswith("scratch:") and args.finetune is None:
             raise HeadstartError(f"--distributed trains a CNN built from scratch (--backbone scratch:SPEC), or "
@@ -105,7 +107,7 @@ def before_train(args: argparse.Namespace, clf=None) -> None:
 
             before_distributed(args)
     if args.ray is None:
-        return
+        return {}
     from .backbones import create_backbone
     from .ray_jobs import require_ray
 
@@ -115,7 +117,9 @@ def before_train(args: argparse.Namespace, clf=None) -> None:
         raise HeadstartError(f"--ray computes cached features of a pretrained backbone; {args.backbone!r} is built "
                              "from scratch and trained end to end (nothing to cache). Drop --ray.")
     bb = create_backbone(args.backbone, weights=args.weights)
-    embed_into_cache(bb, _training_files(args), args, quiet=args.quiet)
+    files = _training_files(args)
+    ex = embed_into_cache(bb, files, args, quiet=args.quiet)
+    return dict(zip(files, ex.digests))
 
 
 def _training_files(args: argparse.Namespace) -> list:

@@ -12,11 +12,13 @@ Scanning only reads: nothing in the user's folder is ever written, moved or dele
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,14 +302,36 @@ def _extensions() -> str:
 
 # --- checking the files ---------------------------------------------------------------------
 
+_KNOWN_DIGESTS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("known_digests",
+                                                                                        default=None)
+
+
+@contextmanager
+def known_digests(digests: Mapping[str | Path, str]):
+    """Within the block, scans take these files' sha256 (computed elsewhere: by the workers of
+    a ``--ray`` job) instead of reading every file again; headers are still checked.
+
+    >>> with known_digests({"photos/a.jpg": "9f86d0..."}):   # doctest: +SKIP
+    ...     result = scan("photos")
+    """
+    token = _KNOWN_DIGESTS.set({os.path.abspath(p): d for p, d in digests.items() if d})
+    try:
+        yield
+    finally:
+        _KNOWN_DIGESTS.reset(token)
+
+
 def _check_files(candidates: list[_Candidate], *, deep: bool,
                  progress: bool) -> tuple[list[Sample], list[BadFile]]:
     """Header (or full) check and sha256 of every file, four threads at a time."""
+    known = _KNOWN_DIGESTS.get() or {}  # (read here: the pool's threads do not see the caller's context)
+
     def check(c: _Candidate) -> Sample | BadFile:
         problem = image_problem(c.path, deep=deep)
         if problem is None:
             try:
-                return Sample(c.path, c.rel, c.label, c.split, file_sha256(c.path))
+                digest = known.get(os.path.abspath(c.path)) or file_sha256(c.path)
+                return Sample(c.path, c.rel, c.label, c.split, digest)
             except OSError as e:
                 problem = ("unreadable", f"{type(e).__name__}: {e.strerror or e}")
         return BadFile(c.path, c.rel, *problem)
