@@ -52,7 +52,7 @@ def main() -> int:
     t = time.perf_counter()
     ref = extract_features(bb, paths, batch_size=args.batch_size)
     base = len(paths) / (time.perf_counter() - t)
-    print(f"one process (extract_features, 2 decode threads, ONNX on all cores): {base:7.1f} img/s   1.00x")
+    print(f"one process (extract_features, one decode+ONNX lane per core): {base:7.1f} img/s   1.00x")
 
     t = time.perf_counter()
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
