@@ -140,3 +140,16 @@ def trained_model(tmp_path_factory):
     clf = ImageClassifier(val_fraction=0.2, test_fraction=0.2).fit(data)
     clf.save(root / "model")
     return root / "model", data
+
+
+# A local Ray with 2 CPUs for the cluster tests (test_ray.py, test_distributed.py), one per module.
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
+    pytest.importorskip("pyarrow", reason="pyarrow comes with headstart[cluster]")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()

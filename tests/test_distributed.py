@@ -205,19 +205,13 @@ def test_finetune_with_ray_but_without_ray_train_says_how_to_install(class_folde
 
 # ---- --finetune --ray: Ray Train's TorchTrainer ----------------------------------------------
 @pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
+def ray_train(local_ray):
     pytest.importorskip("ray.train.torch", reason="Ray Train comes with headstart[cluster]")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
+    return local_ray
 
 
 @pytest.mark.slow
-def test_ray_train_finetune_takes_the_same_steps_as_one_process(local_ray, tmp_path):
+def test_ray_train_finetune_takes_the_same_steps_as_one_process(ray_train, tmp_path):
     from headstart import ImageClassifier
     from headstart.heads import Head
     from headstart.training.finetune import FinetuneConfig, finetune
@@ -245,7 +239,7 @@ def test_ray_train_finetune_takes_the_same_steps_as_one_process(local_ray, tmp_p
 
 
 @pytest.mark.slow
-def test_cli_train_finetune_on_ray_train(local_ray, tmp_path, capsys):
+def test_cli_train_finetune_on_ray_train(ray_train, tmp_path, capsys):
     from headstart import load
     from headstart.cli import main
 

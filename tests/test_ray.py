@@ -19,18 +19,6 @@ from conftest import make_class_folder, truncate_file
 from headstart.errors import HeadstartError
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
-    pytest.importorskip("pyarrow", reason="pyarrow comes with headstart[cluster]")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     root = make_class_folder(tmp_path / "photos", n=6)

@@ -82,9 +82,10 @@ def cmd_train(args) -> int:
     from . import cli_finetune
     from .data.scan import known_digests
 
+    cluster = importlib.import_module(".cli_ray", __package__)
+    cluster.check_train_options(args)
     cli_finetune.check(args)  # bad --finetune options fail before the main job
     checkpoint = _end_to_end_checkpoint(args, clf)
-    cluster = importlib.import_module(".cli_ray", __package__)
     # --ray: the cluster hashes the files and fills the cache; --distributed: join torchrun's group
     digests = cluster.before_train(args, clf)
     with known_digests(digests):  # the workers' sha256: the scan does not read every file again

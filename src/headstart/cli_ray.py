@@ -82,6 +82,13 @@ def is_main_process() -> bool:
     return main()
 
 
+def check_train_options(args: argparse.Namespace) -> None:
+    """Options that contradict each other, refused before anything is installed or read."""
+    if getattr(args, "distributed", False) and args.ray is not None:
+        raise HeadstartError("--distributed (under torchrun) and --ray (Ray Train) each run the training over "
+                             "several processes; give one of them.")
+
+
 def before_train(args: argparse.Namespace, clf=None) -> dict:
     """``train --distributed``: join torchrun's process group (ranks > 0 stay quiet).
     ``train --ray``: the cluster hashes and embeds the files ``fit`` will read into the cache;
@@ -94,9 +101,6 @@ def before_train(args: argparse.Namespace, clf=None) -> dict:
                                  f"fine-tunes a pretrained one (--finetune [N]), with DistributedDataParallel; got "
                                  f"--backbone {args.backbone} without --finetune. A frozen backbone's head trains in "
                                  "seconds on one machine (use --ray for the features).")
-        if args.ray is not None:
-            raise HeadstartError("--distributed (under torchrun) and --ray (Ray Train) each run the training over "
-                                 "several processes; give one of them.")
         from .training.distributed import init_from_env
 
         rank, _ = init_from_env()
