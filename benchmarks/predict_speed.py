@@ -82,8 +82,13 @@ def main() -> int:
     clf = classifier(args.model, args.engine)
     print(f"{len(files)} JPEGs from {args.data}; {os.cpu_count()} CPU cores (load average "
           f"{os.getloadavg()[0]:.1f} at start)")
+    from headstart.features import LANE_BATCH, lanes_for
+
     print("each round times the bare backbone, then prediction from JPEGs, back to back; the ratio is the "
           "median of the rounds' ratios (other load on the machine shifts both alike)")
+    if lanes_for(args.engine):
+        print(f"(prediction runs {lanes_for(args.engine)} one-thread lanes, calling the backbone with up to "
+              f"{LANE_BATCH} images at a time whatever the batch size: cheaper per image on a CPU)")
     print(f"{'batch':>5}  {'round':>5}  {'bare backbone img/s':>20}  {'predict from JPEG img/s':>24}  {'ratio':>6}")
     for batch in (1, 32):
         ratios = []

@@ -27,6 +27,8 @@ from .paths import cache_dir
 
 DECODE_THREADS = 2
 MAX_LANES = 8  # one-thread extraction lanes at most (each holds one batch of images)
+LANE_BATCH = 4  # images per backbone call in a lane: larger batches cost more CPU per image on a
+                # CPU (memory traffic; 2 cores: 19-20 CPU ms at 1-4 vs 24-27 at 32, predict_speed.py)
 
 
 class FeatureCache:
@@ -221,7 +223,7 @@ def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[st
         todo_paths = [paths[i] for i in todo]
         if lanes:
             run = make_engine(backbone, key, shape, prefer="onnxruntime", threads=1, spin=False)
-            batches = embed_in_lanes(todo_paths, p, batch_size, run, lanes)
+            batches = embed_in_lanes(todo_paths, p, min(batch_size, LANE_BATCH), run, lanes)
         else:
             run = make_engine(backbone, key, shape, prefer=engine)
             batches = ((idx, run(batch) if len(idx) else batch, fails)
