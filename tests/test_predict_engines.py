@@ -43,3 +43,27 @@ def test_onnx_sessions_are_opened_once_per_process(backbone):
     assert a.session is b.session
     x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
     np.testing.assert_array_equal(a(x), b(x))
+
+
+def test_decoded_images_and_preprocessed_inputs_predict_what_the_files_do(trained_model):
+    """predict_images (uploads) and predict_inputs (the server's workers, with their own
+    engine) give predict_files' rows, less the file name."""
+    from headstart.data.images import open_image
+    from headstart.data.transforms import preprocess
+    from headstart.engines import make_engine
+
+    model_dir, data = trained_model
+    files = find_images([data])[::4]
+    clf = load(model_dir)
+    clf.use_cache = False
+    want = [{k: v for k, v in r.items() if k != "file"} for r in clf.predict_files(files, top_k=2)]
+    images = [open_image(f) for f in files]
+    from_images = clf.predict_images(images, top_k=2)
+    p = clf.backbone_.preprocess
+    own = make_engine(clf.backbone_, clf.backbone_.cache_key, (p.channels, p.input_size, p.input_size),
+                      prefer="torch")
+    from_inputs = clf.predict_inputs(np.stack([preprocess(im, p) for im in images]), top_k=2, engine=own)
+    for rows in (from_images, from_inputs):
+        assert [r["label"] for r in rows] == [r["label"] for r in want]
+        np.testing.assert_allclose([r["probability"] for r in rows], [r["probability"] for r in want], atol=1e-4)
+    assert clf.predict_images([], top_k=2) == []

@@ -167,32 +167,34 @@ class ImageClassifier(EndToEndMixin):
         (continuous), ``{"file", "expected", "count", "probability", "interval"}`` (count); or
         ``{"file", "error", "reason"}`` for a file that failed (the others are still predicted)."""
         scores, failures = self._scores(paths)
-        failed = {f.index: f for f in failures}
-        decoded = iter(self.task_.decode(scores[[i for i in range(len(paths)) if i not in failed]], top_k))
-        out = []
-        for i, p in enumerate(paths):
-            if i in failed:
-                out.append({"file": str(p), "error": failed[i].detail, "reason": failed[i].reason})
-            else:
-                out.append({"file": str(p), **next(decoded)})
-        return out
+        failed = {f.index for f in failures}
+        return prediction_rows(self.task_, paths, scores[[i for i in range(len(paths)) if i not in failed]],
+                               failures, top_k)
 
     def predict_images(self, images: Sequence[PIL.Image.Image], top_k: int = 5) -> list[dict]:  # noqa: F821
         """Like ``predict_files`` for images already decoded (e.g. uploads, via ``open_image``):
         one ``{"label", "probability", "top"}`` dict per image; no cache, no temporary files."""
         from .data.transforms import preprocess
-        from .engines import make_engine
-        from .training.head import predict_scores
 
         self._check_fitted()
         if not images:
             return []
         p = self.backbone_.preprocess
-        if getattr(self, "_engine", None) is None:  # kept: an ONNX session costs ~1 s to open
-            self._engine = make_engine(self.backbone_, self.backbone_.cache_key,
-                                       (p.channels, p.input_size, p.input_size), prefer=self.engine)
-        x = np.stack([preprocess(im, p) for im in images])  # (N, C, H, W)
-        return self.task_.decode(predict_scores(self.task_, self.head_, self._engine(x)), top_k)
+        return self.predict_inputs(np.stack([preprocess(im, p) for im in images]), top_k)
+
+    def predict_inputs(self, x: np.ndarray, top_k: int = 5, engine=None) -> list[dict]:
+        """``predict_images`` after preprocessing: one row per backbone input of ``x`` (N, C, H, W)
+        (``data.transforms.preprocess`` of each image, stacked). ``engine``: a ``make_engine``
+        engine to run the backbone with (the server's own threading); default the model's."""
+        from .engines import make_engine
+        from .training.head import predict_scores
+
+        self._check_fitted()
+        if engine is None:
+            p = self.backbone_.preprocess
+            engine = make_engine(self.backbone_, self.backbone_.cache_key, (p.channels, p.input_size, p.input_size),
+                                 prefer=self.engine)  # ONNX sessions are kept per process (engines.py)
+        return self.task_.decode(predict_scores(self.task_, self.head_, engine(x)), top_k)
 
     def score(self, data: str | Path, labels: str | Path | dict | None = None, **columns) -> float:
         """The task's headline figure on labelled data (its test split when it has split
@@ -357,6 +359,17 @@ class ImageClassifier(EndToEndMixin):
 
 # The same estimator under a name that fits every task (counts and numbers are not classes).
 ImagePredictor = ImageClassifier
+
+
+
+def prediction_rows(task, paths: Sequence, scores: np.ndarray, failures: Sequence, top_k: int) -> list[dict]:
+    """One row per path, in order: ``{"file", **the task's decoded scores}``, or ``{"file",
+    "error", "reason"}`` for the paths ``failures`` name (``Failure.index`` into ``paths``).
+    ``scores`` holds the rows of the other paths only, in order."""
+    failed = {f.index: f for f in failures}
+    decoded = iter(task.decode(scores, top_k) if len(scores) else [])
+    return [{"file": str(p), "error": failed[i].detail, "reason": failed[i].reason} if i in failed
+            else {"file": str(p), **next(decoded)} for i, p in enumerate(paths)]
 
 
 def load(path: str | Path, *, engine: str = "auto", verbose: bool = False) -> ImageClassifier:

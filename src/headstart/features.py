@@ -185,8 +185,6 @@ def lanes_for(engine: str) -> int:
     cores = os.cpu_count() or 1
     if engine == "torch" or (engine == "auto" and torch.cuda.is_available()) or cores < 2:
         return 0
-    if os.environ.get("HEADSTART_LANES") == "0":
-        return 0
     return min(cores, MAX_LANES)
 
 

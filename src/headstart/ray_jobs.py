@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +319,7 @@ def ray_predict(clf, paths: Sequence[str | Path], *, config: RayConfig = RayConf
     """``clf.predict_files(paths, top_k)``'s rows, in the same order, with the features computed
     on a Ray cluster (hashing included) and the head applied on the driver batch by batch, so
     its memory stays flat. Rows come as the cluster finishes them (a generator)."""
+    from .estimator import prediction_rows
     from .features import extract_features
     from .training.head import predict_scores
 
@@ -341,15 +342,12 @@ def ray_predict(clf, paths: Sequence[str | Path], *, config: RayConfig = RayConf
             again = extract_features(clf.backbone_, [paths[i] for i in missing], engine=engine)
             feats.update({i: again.features[j] for j, i in enumerate(missing) if again.ok[j]})
             failures += [Failure(missing[f.index], f.path, f.reason, f.detail) for f in again.failures]
-        failed = {f.index: f for f in failures}
+        failed = {f.index for f in failures}
         good = [i for i in index if i not in failed]
-        scores = predict_scores(task, clf.head_, np.stack([feats[i] for i in good])) if good else None
-        decoded = dict(zip(good, task.decode(scores, top_k))) if good else {}
-        for i in index:
-            if i in failed:
-                yield {"file": str(paths[i]), "error": failed[i].detail, "reason": failed[i].reason}
-            else:
-                yield {"file": str(paths[i]), **decoded[i]}
+        scores = predict_scores(task, clf.head_, np.stack([feats[i] for i in good])) if good else np.zeros((0,))
+        position = {i: j for j, i in enumerate(index)}
+        yield from prediction_rows(task, [paths[i] for i in index], scores,
+                                   [replace(f, index=position[f.index]) for f in failures], top_k)
 
 
 def _apply(b: dict, digests: list[str], failures: list[Failure], paths: list[Path]) -> list[tuple[int, str, np.ndarray]]:

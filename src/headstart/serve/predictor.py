@@ -48,13 +48,7 @@ class Predictor:
         return preprocess(img, self.preprocess)  # (C, H, W) float32
 
     def predict(self, inputs: Sequence[np.ndarray], top_k: int) -> list[dict]:
-        from ..training.head import predict_scores
-
-        # The same steps as ImageClassifier.predict_images after its preprocessing (a test
-        # checks that the API's answers equal the Python API's).
-        clf = self.clf
-        feats = self.engine(np.stack(inputs))  # (N, C, H, W) -> (N, D)
-        return clf.task_.decode(predict_scores(clf.task_, clf.head_, feats), top_k)
+        return self.clf.predict_inputs(np.stack(inputs), top_k, engine=self.engine)
 
 
 def _serving_engine(clf: Any, threads: int):
