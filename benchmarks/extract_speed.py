@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/extract_speed.py [DATA] [--limit N]
 
 Prints, measured in this one run on this machine:
-- the bare backbone's images/s on random tensors (batch 32; the faster of one session and one-thread
-  lanes, see bare.py);
+- the bare backbone's images/s on random tensors (batch 32; the fastest of one session, one-thread
+  lanes, and lanes calling it with 4 images at a time, see bare.py);
 - end-to-end extraction images/s from the JPEG files (decode, resize, forward), cold cache;
 - their ratio (goal >= 0.8);
 - peak RSS of extraction over N/4 and N images (run in child processes): memory should not

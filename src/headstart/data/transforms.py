@@ -23,6 +23,10 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 RESIZE_MODES = ("crop", "pad", "stretch")
+# Bumped whenever the same settings start giving different pixels (cached features then stop
+# matching): 2 = crop boxes rounded to whole pixels, resampled by PyTorch.
+PIXELS_VERSION = 2
+
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Preprocess:
         mean = ",".join(f"{m:g}" for m in self.mean)
         std = ",".join(f"{s:g}" for s in self.std)
         return (f"{self.resize}{self.input_size}r{self.resize_size}-{self.interpolation}"
-                f"-c{self.channels}-m{mean}-s{std}")
+                f"-c{self.channels}-m{mean}-s{std}" + (f"-v{PIXELS_VERSION}" if self.resize == "crop" else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,14 +85,39 @@ def resize_image(img: Image.Image, p: Preprocess) -> Image.Image:
         canvas = Image.new(img.mode, (s, s), fill if img.mode == "RGB" else fill[0])
         canvas.paste(img, ((s - nw) // 2, (s - nh) // 2))
         return canvas
-    # crop: short side to resize_size, then the centre square. Resampling only the source box
-    # the square comes from gives the same pixels (same scale, same filter support) at about
-    # half the cost of resizing the whole image and cropping afterwards.
+    if p.interpolation == "nearest":
+        return img.resize((s, s), resample, box=crop_box(w, h, p))
+    return Image.fromarray(np.ascontiguousarray(_crop_resize(img, p).permute(1, 2, 0).squeeze(2).numpy()))
+
+
+def crop_box(w: int, h: int, p: Preprocess) -> tuple[int, int, int, int]:
+    """``crop``: the source pixels ``(left, top, right, bottom)`` the input square comes from.
+
+    It is the centre ``input_size`` square of the image resized to short side ``resize_size``,
+    mapped back onto the original and rounded to whole pixels: resampling only this box gives
+    that square at about half the cost of resizing the whole image and cropping afterwards.
+    """
+    s = p.input_size
     scale = p.resize_size / min(w, h)
     nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
     left, top = (nw - s) // 2, (nh - s) // 2
     sx, sy = w / nw, h / nh
-    return img.resize((s, s), resample, box=(left * sx, top * sy, (left + s) * sx, (top + s) * sy))
+    x0, y0 = round(left * sx), round(top * sy)
+    return x0, y0, min(w, max(x0 + 1, round((left + s) * sx))), min(h, max(y0 + 1, round((top + s) * sy)))
+
+
+def _crop_resize(img: Image.Image, p: Preprocess):
+    """``crop`` mode as a uint8 tensor (C, S, S): PyTorch's antialiased resampling of the crop
+    box, the same filter as PIL's (within one level on >= 99.8 % of a photo's pixels) and
+    about twice as fast on uint8 images (its vectorised kernel; measured here)."""
+    import torch
+
+    x0, y0, x1, y1 = crop_box(*img.size, p)
+    a = np.array(img)  # (H, W[, C]) uint8; writable (PyTorch warns about read-only arrays)
+    t = torch.from_numpy(a[:, :, None] if a.ndim == 2 else a).permute(2, 0, 1)[None, :, y0:y1, x0:x1]
+    s = p.input_size
+    mode = "bicubic" if p.interpolation == "bicubic" else "bilinear"
+    return torch.nn.functional.interpolate(t, size=(s, s), mode=mode, antialias=True)[0]
 
 
 def to_array(img: Image.Image, p: Preprocess) -> np.ndarray:
@@ -117,4 +146,12 @@ def preprocess(img: Image.Image, p: Preprocess) -> np.ndarray:
     want = "RGB" if p.channels == 3 else "L"
     if img.mode != want:
         img = img.convert(want)
-    return to_array(resize_image(img, p), p)
+    if p.resize != "crop" or p.interpolation == "nearest":
+        return to_array(resize_image(img, p), p)
+    import torch
+
+    r = _crop_resize(img, p)  # uint8 (C, S, S), channels last in memory
+    scale, offset = _affine(p.mean[:p.channels], p.std[:p.channels])
+    out = torch.empty(r.shape, dtype=torch.float32)
+    out.copy_(r)  # to float, and to (C, H, W) order in memory, in one pass
+    return out.mul_(torch.from_numpy(scale)[:, None, None]).add_(torch.from_numpy(offset)[:, None, None]).numpy()
