@@ -19,6 +19,21 @@ from headstart.cli import main
 from headstart.errors import HeadstartError
 
 
+def test_bare_finetune_flag_trains_the_default_number_of_stages():
+    """``--finetune`` without N must mean the recipe ``FinetuneConfig`` documents (the CLI keeps
+    its own copy of the number so that ``--help`` does not import torch)."""
+    import argparse
+
+    from headstart import cli_finetune
+    from headstart.training.finetune import DEFAULT_STAGES, FinetuneConfig
+
+    p = argparse.ArgumentParser()
+    cli_finetune.add_arguments(p)
+    assert p.parse_args(["--finetune"]).finetune == DEFAULT_STAGES == FinetuneConfig().stages
+    assert p.parse_args(["--finetune", "1"]).finetune == 1
+    assert p.parse_args([]).finetune is None
+
+
 def test_finetune_more_stages_than_the_backbone_has(class_folder, tmp_path, capsys):
     assert main(["train", str(class_folder), "--out", str(tmp_path / "m"), "--finetune", "10", "--quiet"]) == 2
     err = capsys.readouterr().err
