@@ -84,6 +84,17 @@ def _last_epoch_weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(folder / "checkpoint.safetensors")).items() if k.startswith("model.")}
 
 
+def assert_same_steps(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Weights of one process (``a``) and of a distributed run (``b``) after the same steps: equal up
+    to the order of float sums, which AdamW amplifies on near-zero gradients to ~1e-5 (seen: 9e-6,
+    and once just over 1e-5); processes that did not average would differ by about the learning
+    rate (1e-3) per step."""
+    assert a.keys() == b.keys()
+    for k in a:
+        diff = (b[k] - a[k]).abs().max().item()
+        assert diff < 5e-5, f"{k}: weights differ by up to {diff:.2e}"
+
+
 @pytest.mark.slow
 def test_ddp_finetune_takes_the_same_steps_as_one_process(tmp_path):
     torchrun = _need_torchrun()
@@ -96,9 +107,7 @@ def test_ddp_finetune_takes_the_same_steps_as_one_process(tmp_path):
                           text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-4000:]
     a, b = _last_epoch_weights(tmp_path / "one"), _last_epoch_weights(tmp_path / "two")
-    assert a.keys() == b.keys()
-    for k in a:  # half a batch on each process + DDP's average = the whole batch on one
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert_same_steps(a, b)  # half a batch on each process + DDP's average = the whole batch on one
     h1, h2 = (json.loads((tmp_path / d / "result.json").read_text())["history"] for d in ("one", "two"))
     assert [r["val_score"] for r in h1] == [r["val_score"] for r in h2]
     assert [r["loss"] for r in h2] == pytest.approx([r["loss"] for r in h1], rel=1e-5)
@@ -229,12 +238,10 @@ def test_ray_train_finetune_takes_the_same_steps_as_one_process(ray_train, tmp_p
     one = finetune(clf.backbone_, head, clf.task_, train, val, config, checkpoint_dir=tmp_path / "one")
     two = ray_loop(workers=2)(clf.backbone_, head, clf.task_, train, val, config, checkpoint_dir=tmp_path / "two")
     a, b = _last_epoch_weights(tmp_path / "one"), _last_epoch_weights(tmp_path / "two")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert_same_steps(a, b)
     assert [r["loss"] for r in two.history] == pytest.approx([r["loss"] for r in one.history], rel=1e-5)
     # the weights that came back through Ray Train's checkpoint are the loop's result
-    for k, v in one.head.state_dict().items():
-        torch.testing.assert_close(two.head.state_dict()[k], v, atol=1e-5, rtol=1e-4)
+    assert_same_steps(one.head.state_dict(), two.head.state_dict())
     assert two.backbone.weights_id.startswith("finetuned-")
 
 
