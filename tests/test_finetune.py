@@ -34,6 +34,19 @@ def test_bare_finetune_flag_trains_the_default_number_of_stages():
     assert p.parse_args([]).finetune is None
 
 
+def test_one_view_activations_are_cached_once_for_every_seed():
+    """One view is the plain image, so another seed must reuse its cached activations; augmented
+    views depend on the seed, so they must not."""
+    from headstart.backbones import create_backbone
+    from headstart.training.finetune import activations_path
+
+    bb = create_backbone()
+    assert activations_path(bb, 6, ["a", "b"], 1, 0) == activations_path(bb, 6, ["a", "b"], 1, 1)
+    assert activations_path(bb, 6, ["a", "b"], 2, 0) != activations_path(bb, 6, ["a", "b"], 2, 1)
+    assert activations_path(bb, 6, ["a", "b"], 1, 0) != activations_path(bb, 6, ["a", "b"], 2, 0)
+    assert activations_path(bb, 6, ["a", "b"], 1, 0) != activations_path(bb, 5, ["a", "b"], 1, 0)
+
+
 def test_finetune_more_stages_than_the_backbone_has(class_folder, tmp_path, capsys):
     assert main(["train", str(class_folder), "--out", str(tmp_path / "m"), "--finetune", "10", "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -28,7 +28,6 @@ RESIZE_MODES = ("crop", "pad", "stretch")
 PIXELS_VERSION = 2
 
 
-
 @dataclass(frozen=True)
 class Preprocess:
     """How pixels become a backbone's input tensor; saved in every model folder."""
@@ -85,7 +84,7 @@ def resize_image(img: Image.Image, p: Preprocess) -> Image.Image:
         canvas = Image.new(img.mode, (s, s), fill if img.mode == "RGB" else fill[0])
         canvas.paste(img, ((s - nw) // 2, (s - nh) // 2))
         return canvas
-    if p.interpolation == "nearest":
+    if not _torch_crop(p):
         return img.resize((s, s), resample, box=crop_box(w, h, p))
     return Image.fromarray(np.ascontiguousarray(_crop_resize(img, p).permute(1, 2, 0).squeeze(2).numpy()))
 
@@ -106,10 +105,16 @@ def crop_box(w: int, h: int, p: Preprocess) -> tuple[int, int, int, int]:
     return x0, y0, min(w, max(x0 + 1, round((left + s) * sx))), min(h, max(y0 + 1, round((top + s) * sy)))
 
 
+def _torch_crop(p: Preprocess) -> bool:
+    """Whether ``crop`` mode resamples with PyTorch (bicubic, bilinear); PIL does "nearest"."""
+    return p.resize == "crop" and p.interpolation != "nearest"
+
+
 def _crop_resize(img: Image.Image, p: Preprocess):
     """``crop`` mode as a uint8 tensor (C, S, S): PyTorch's antialiased resampling of the crop
-    box, the same filter as PIL's (within one level on >= 99.8 % of a photo's pixels) and
-    about twice as fast on uint8 images (its vectorised kernel; measured here)."""
+    box, the same filter as PIL's (within one level on >= 99.5 % of pixels when shrinking,
+    tests/test_transforms.py) and about twice as fast on uint8 images (its vectorised kernel;
+    benchmarks/preprocess_cost.py)."""
     import torch
 
     x0, y0, x1, y1 = crop_box(*img.size, p)
@@ -146,7 +151,7 @@ def preprocess(img: Image.Image, p: Preprocess) -> np.ndarray:
     want = "RGB" if p.channels == 3 else "L"
     if img.mode != want:
         img = img.convert(want)
-    if p.resize != "crop" or p.interpolation == "nearest":
+    if not _torch_crop(p):
         return to_array(resize_image(img, p), p)
     import torch
 
