@@ -21,24 +21,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 
-def bare_rates(backbone, x: np.ndarray, seconds: float = 5.0, engine: str = "auto") -> dict[str, dict]:
+def bare_rates(backbone, x: np.ndarray, seconds: float = 5.0, engine: str = "auto",
+               only: str | None = None) -> dict[str, dict]:
     """``{"how": {"img_s": ..., "cpu_ms": ...}}`` for each way of running ``backbone`` on ``x``
-    (a (B, C, H, W) float32 batch), each for about ``seconds``."""
+    (a (B, C, H, W) float32 batch), each for about ``seconds``; ``only``: that way alone."""
     from headstart.engines import make_engine
     from headstart.features import LANE_BATCH
 
     p = backbone.preprocess
     shape = (p.channels, p.input_size, p.input_size)
     one = make_engine(backbone, backbone.cache_key, shape, prefer=engine)
-    out = {f"{one.name}, one session": _timed(lambda: one(x), len(x), seconds, 1)}
+    ways = {f"{one.name}, one session": (lambda: one(x), 1)}
     lanes = os.cpu_count() or 1
     if one.name == "onnxruntime" and lanes > 1:
         lane = make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime", threads=1, spin=False)
-        out[f"onnxruntime, {lanes} one-thread lanes"] = _timed(lambda: lane(x), len(x), seconds, lanes)
+        ways[f"onnxruntime, {lanes} one-thread lanes"] = (lambda: lane(x), lanes)
         if len(x) > LANE_BATCH:
-            out[f"onnxruntime, {lanes} one-thread lanes, {LANE_BATCH} images per call"] = _timed(
-                lambda: [lane(x[i:i + LANE_BATCH]) for i in range(0, len(x), LANE_BATCH)], len(x), seconds, lanes)
-    return out
+            ways[f"onnxruntime, {lanes} one-thread lanes, {LANE_BATCH} images per call"] = (
+                lambda: [lane(x[i:i + LANE_BATCH]) for i in range(0, len(x), LANE_BATCH)], lanes)
+    return {name: _timed(call, len(x), seconds, threads) for name, (call, threads) in ways.items()
+            if only is None or name == only}
 
 
 def best(rates: dict[str, dict]) -> tuple[str, float]:

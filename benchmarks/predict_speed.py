@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/predict_speed.py [--model MODEL_DIR] [--data DIR] [--n 128]
 
 Prints images/s of (a) the backbone engine alone on random (B, 3, 224, 224) tensors and
-(b) ``ImageClassifier.predict_files`` on real JPEGs (hash, decode, preprocess, backbone,
-head, decoding of the scores; feature cache off), at batch 1 and batch 32, and the ratio
-b / a (goal >= 0.9). Without --model, a fresh untrained head stands in (its cost is
+(b) ``ImageClassifier.predict_files`` on real JPEGs (decode, preprocess, backbone, head,
+decoding of the scores; feature cache off, so files are not hashed), at batch 1 and batch
+32, and the ratio b / a (goal >= 0.9). Without --model, a fresh untrained head stands in (its cost is
 negligible; the speed does not depend on its weights).
 """
 
@@ -41,14 +41,13 @@ def classifier(model_dir: str | None, engine: str):
     return clf
 
 
-def bare_rate(clf, batch: int, seconds: float) -> tuple[float, str]:
-    """The fastest way of running the backbone alone on random tensors (bare.py)."""
-    from bare import bare_rates, best, describe
+def bare_rates_now(clf, batch: int, seconds: float, only: str | None = None) -> dict[str, dict]:
+    """The ways of running the backbone alone on random tensors (bare.py), timed now."""
+    from bare import bare_rates
 
     p = clf.backbone_.preprocess
     x = np.random.default_rng(0).standard_normal((batch, p.channels, p.input_size, p.input_size)).astype(np.float32)
-    rates = bare_rates(clf.backbone_, x, seconds, clf.engine)
-    return best(rates)[1], describe(rates)
+    return bare_rates(clf.backbone_, x, seconds, clf.engine, only=only)
 
 
 def predict_rate(clf, files: list[Path], batch: int) -> float:
@@ -67,10 +66,13 @@ def main() -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help=f"JPEG folder (default {DEFAULT_DATA})")
     ap.add_argument("--n", type=int, default=128, help="images per measurement (default 128)")
     ap.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch"])
-    ap.add_argument("--seconds", type=float, default=4.0, help="seconds per bare-backbone timing (default 4)")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="alternate bare / predict this many times; the median ratio is printed (default 3)")
+    ap.add_argument("--seconds", type=float, default=1.5,
+                    help="seconds per bare-backbone timing (default 1.5, about as long as a prediction pass)")
+    ap.add_argument("--rounds", type=int, default=7,
+                    help="bare / predict / bare this many times; the median ratio is printed (default 7)")
     args = ap.parse_args()
+
+    from bare import best, describe
 
     from headstart.data.scan import find_images
 
@@ -84,8 +86,9 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} at start)")
     from headstart.features import LANE_BATCH, lanes_for
 
-    print("each round times the bare backbone, then prediction from JPEGs, back to back; the ratio is the "
-          "median of the rounds' ratios (other load on the machine shifts both alike)")
+    print("each round times the bare backbone (every way), prediction from JPEGs, and the bare backbone's "
+          "fastest way again, back to back; bare = the mean of the fastest way's two timings; the ratio printed "
+          "last is the median of the rounds' ratios (the machine's speed drifts; this brackets each prediction)")
     if lanes_for(args.engine):
         print(f"(prediction runs {lanes_for(args.engine)} one-thread lanes, calling the backbone with up to "
               f"{LANE_BATCH} images at a time whatever the batch size: cheaper per image on a CPU; the bare "
@@ -94,10 +97,16 @@ def main() -> int:
     for batch in (1, 32):
         ratios = []
         for r in range(args.rounds):
-            bare, engine = bare_rate(clf, batch, args.seconds)
+            # every way of running the bare backbone; prediction; the fastest way again, right after:
+            # the machine's speed drifts, and the mean of the two brackets prediction's moment
+            before = bare_rates_now(clf, batch, args.seconds)
+            fastest, rate = best(before)
             pred = predict_rate(clf, files, batch)
+            after = bare_rates_now(clf, batch, args.seconds, only=fastest)[fastest]["img_s"]
+            bare = (rate + after) / 2
             ratios.append(pred / bare)
-            print(f"{batch:>5}  {r + 1:>5}  {bare:>20.1f}  {pred:>24.1f}  {pred / bare:>6.2f}   ({engine})", flush=True)
+            print(f"{batch:>5}  {r + 1:>5}  {bare:>20.1f}  {pred:>24.1f}  {pred / bare:>6.2f}   "
+                  f"({describe(before)}; after: {after:.1f} img/s)", flush=True)
         print(f"{batch:>5}  median ratio {float(np.median(ratios)):.2f}  (load average {os.getloadavg()[0]:.1f})",
               flush=True)
     return 0

@@ -81,6 +81,21 @@ def test_a_file_that_fails_at_predict_time_is_reported_alone(trained_model, tmp_
     assert "error" in rows["broken.jpg"] and "label" not in rows["broken.jpg"]
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_predict_files_reports_bad_files_with_and_without_the_cache(trained_model, tmp_path, use_cache):
+    # without the cache the files are not hashed first: decoding alone must name every problem
+    model, data = trained_model
+    clf = load(model)
+    clf.use_cache = use_cache
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    good = sorted((data / "dog").glob("*.png"))[0]
+    rows = clf.predict_files([good, tmp_path / "missing.jpg", broken])
+    assert rows[0]["label"] == "dog"
+    assert rows[1]["reason"] == "unreadable" and "label" not in rows[1]
+    assert rows[2]["reason"] in ("not_an_image", "corrupt", "truncated") and "label" not in rows[2]
+
+
 def test_python_api_is_scikit_learn_shaped(trained_model, tmp_path):
     model, data = trained_model
     clf = ImageClassifier(head="linear", seed=3)

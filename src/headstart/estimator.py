@@ -245,11 +245,16 @@ class ImageClassifier(EndToEndMixin):
         return save_folder(ModelFolder(config, dict(self.head_.state_dict()), backbone_state), path)
 
     # ---- internals -----------------------------------------------------------------------
+    @property
+    def _caching(self) -> bool:
+        """Whether features are looked up in and saved to the cache; a scratch CNN's change with
+        every training run, so they never are."""
+        return self.use_cache and self.backbone_.pretrained
+
     def _features(self, paths, digests):
         from .features import FeatureCache, extract_features
 
-        # A scratch CNN's features change with every training run: never cached.
-        cache = FeatureCache() if self.use_cache and self.backbone_.pretrained else None
+        cache = FeatureCache() if self._caching else None
         try:
             ex = extract_features(self.backbone_, paths, digests if cache else None, cache=cache,
                                   batch_size=self.batch_size, engine=self.engine, progress=self.verbose)
@@ -267,7 +272,7 @@ class ImageClassifier(EndToEndMixin):
         self._check_fitted()
         paths = [Path(p) for p in paths]
         digests = []
-        for p in paths:
+        for p in paths if self._caching else ():  # the cache's keys; without one, no need to read files twice
             try:
                 digests.append(file_sha256(p))
             except OSError:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import ImageDecodeError, open_image
-from .data.transforms import Preprocess, preprocess
+from .data.images import ImageDecodeError
+from .data.inputs import load_input
+from .data.transforms import Preprocess
 from .paths import cache_dir
 
 DECODE_THREADS = 2
@@ -109,8 +110,7 @@ class Extraction:
 def _decode_one(paths: Sequence[Path], i: int, p: Preprocess) -> tuple[int, np.ndarray | None, Failure | None]:
     """Image ``i`` as the backbone's input array, or the reason it cannot be used."""
     try:
-        mode = "RGB" if p.channels == 3 else "L"
-        return i, preprocess(open_image(paths[i], mode=mode, draft_size=p.draft_size), p), None
+        return i, load_input(paths[i], p), None
     except ImageDecodeError as e:
         return i, None, Failure(i, Path(paths[i]), e.reason, e.detail)
     except OSError as e:

@@ -119,11 +119,10 @@ def _read_hash_decode(batch: dict, *, p, known) -> dict:
     digest is in ``known`` (the driver's cache; sorted raw digests in the object store)."""
     import ray
 
-    from .data.images import ImageDecodeError, open_image
-    from .data.transforms import preprocess
+    from .data.images import ImageDecodeError
+    from .data.inputs import load_input
 
     known = ray.get(known) if isinstance(known, ray.ObjectRef) else known  # zero-copy on the node
-    mode = "RGB" if p.channels == 3 else "L"
     n = len(batch["path"])
     pixels = np.zeros((n, p.channels, p.input_size, p.input_size), np.float32)  # (B, C, H, W)
     state = np.full(n, COMPUTE, np.uint8)
@@ -141,7 +140,7 @@ def _read_hash_decode(batch: dict, *, p, known) -> dict:
             state[i] = CACHED
             return
         try:
-            pixels[i] = preprocess(open_image(data, mode=mode, draft_size=p.draft_size), p)
+            pixels[i] = load_input(data, p)
         except ImageDecodeError as e:
             state[i], reason[i], detail[i] = FAILED, e.reason, e.detail
 

@@ -111,18 +111,37 @@ def _torch_crop(p: Preprocess) -> bool:
 
 
 def _crop_resize(img: Image.Image, p: Preprocess):
-    """``crop`` mode as a uint8 tensor (C, S, S): PyTorch's antialiased resampling of the crop
-    box, the same filter as PIL's (within one level on >= 99.5 % of pixels when shrinking,
-    tests/test_transforms.py) and about twice as fast on uint8 images (its vectorised kernel;
+    """``crop`` mode as a uint8 tensor (C, S, S), from a PIL image (see ``crop_resize``)."""
+    import torch
+
+    a = np.array(img)  # (H, W[, C]) uint8; writable (PyTorch warns about read-only arrays)
+    return crop_resize(torch.from_numpy(a[:, :, None] if a.ndim == 2 else a).permute(2, 0, 1), p)
+
+
+def crop_resize(pixels, p: Preprocess):
+    """``crop`` mode on decoded pixels, a uint8 tensor (C, H, W) -> (C, S, S): PyTorch's
+    antialiased resampling of the crop box, the same filter as PIL's (within one level on
+    >= 99.5 % of pixels when shrinking, tests/test_transforms.py) and about twice as fast on
+    uint8 images (its vectorised kernel, which wants the box contiguous with channels last;
     benchmarks/preprocess_cost.py)."""
     import torch
 
-    x0, y0, x1, y1 = crop_box(*img.size, p)
-    a = np.array(img)  # (H, W[, C]) uint8; writable (PyTorch warns about read-only arrays)
-    t = torch.from_numpy(a[:, :, None] if a.ndim == 2 else a).permute(2, 0, 1)[None, :, y0:y1, x0:x1]
+    x0, y0, x1, y1 = crop_box(pixels.shape[2], pixels.shape[1], p)
+    box = pixels[None, :, y0:y1, x0:x1].contiguous(memory_format=torch.channels_last)
     s = p.input_size
     mode = "bicubic" if p.interpolation == "bicubic" else "bilinear"
-    return torch.nn.functional.interpolate(t, size=(s, s), mode=mode, antialias=True)[0]
+    return torch.nn.functional.interpolate(box, size=(s, s), mode=mode, antialias=True)[0]
+
+
+def normalise(pixels, p: Preprocess) -> np.ndarray:
+    """A uint8 tensor (C, S, S) -> float32 (C, S, S): ``(pixel / 255 - mean) / std``, converted
+    and laid out (C, H, W) in memory in one pass."""
+    import torch
+
+    scale, offset = _affine(p.mean[:p.channels], p.std[:p.channels])
+    out = torch.empty(pixels.shape, dtype=torch.float32)
+    out.copy_(pixels)
+    return out.mul_(torch.from_numpy(scale)[:, None, None]).add_(torch.from_numpy(offset)[:, None, None]).numpy()
 
 
 def to_array(img: Image.Image, p: Preprocess) -> np.ndarray:
@@ -153,10 +172,4 @@ def preprocess(img: Image.Image, p: Preprocess) -> np.ndarray:
         img = img.convert(want)
     if not _torch_crop(p):
         return to_array(resize_image(img, p), p)
-    import torch
-
-    r = _crop_resize(img, p)  # uint8 (C, S, S), channels last in memory
-    scale, offset = _affine(p.mean[:p.channels], p.std[:p.channels])
-    out = torch.empty(r.shape, dtype=torch.float32)
-    out.copy_(r)  # to float, and to (C, H, W) order in memory, in one pass
-    return out.mul_(torch.from_numpy(scale)[:, None, None]).add_(torch.from_numpy(offset)[:, None, None]).numpy()
+    return normalise(_crop_resize(img, p), p)

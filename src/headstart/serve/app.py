@@ -211,8 +211,7 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
         pred = m.predictor
 
         def prepare_all(blobs: list[bytes]) -> list:  # decoded and preprocessed, off the event loop
-            return [decode_upload(d, n, i, max_pixels=settings.max_pixels, mode=pred.mode,
-                                  draft_size=pred.preprocess.draft_size, then=pred.prepare)
+            return [decode_upload(d, n, i, max_pixels=settings.max_pixels, preprocess=pred.preprocess)
                     for i, (d, n) in enumerate(zip(blobs, names))]
 
         inputs = await run_in_threadpool(prepare_all, datas)

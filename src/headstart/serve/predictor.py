@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 
 def default_workers() -> int:
@@ -29,23 +28,18 @@ def default_workers() -> int:
 
 
 class Predictor:
-    """``prepare(image) -> array`` in any thread; ``predict(arrays, top_k) -> rows`` in the workers.
+    """``predict(arrays, top_k) -> rows`` in the workers, for arrays made in any thread by
+    ``data.inputs.load_input(upload, predictor.preprocess)``.
 
-    >>> p = Predictor(load("model/"), threads=1)             # doctest: +SKIP
-    >>> p.predict([p.prepare(img)], top_k=3)                  # doctest: +SKIP
+    >>> p = Predictor(load("model/"), threads=1)                      # doctest: +SKIP
+    >>> p.predict([load_input(jpeg_bytes, p.preprocess)], top_k=3)    # doctest: +SKIP
     [{'label': 'cat', 'probability': 0.93, 'top': [...]}]
     """
 
     def __init__(self, clf: Any, threads: int = 1):
         self.clf = clf
         self.preprocess = clf.backbone_.preprocess
-        self.mode = "RGB" if self.preprocess.channels == 3 else "L"
         self.engine = _serving_engine(clf, threads)
-
-    def prepare(self, img: Image.Image) -> np.ndarray:
-        from ..data.transforms import preprocess
-
-        return preprocess(img, self.preprocess)  # (C, H, W) float32
 
     def predict(self, inputs: Sequence[np.ndarray], top_k: int) -> list[dict]:
         return self.clf.predict_inputs(np.stack(inputs), top_k, engine=self.engine)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable
-from typing import TypeVar
 
+import numpy as np
 from PIL import Image
 
 from ..data.images import ImageDecodeError, open_image
+from ..data.inputs import load_input
+from ..data.transforms import Preprocess
 
 # Decoding is CPU and memory heavy: a few at a time, whatever the number of requests.
 DECODE_SLOTS = threading.BoundedSemaphore(4)
 
-T = TypeVar("T")
 _STATUS = {"not_an_image": 415, "decompression_bomb": 413}  # everything else: 422
 
 
@@ -37,10 +37,11 @@ def describe(index: int, filename: str | None) -> str:
 
 
 def decode_upload(data: bytes, filename: str | None, index: int, *, max_pixels: int,
-                  mode: str = "RGB", draft_size: int | None = None, then: Callable[[Image.Image], T] | None = None
-                  ) -> Image.Image | T:
-    """The upload as a loaded ``mode`` image (or ``then(image)``, e.g. the model's input array,
-    made while the decoding slot is held); raises ``Rejection`` naming the image otherwise."""
+                  mode: str = "RGB", draft_size: int | None = None, preprocess: Preprocess | None = None
+                  ) -> Image.Image | np.ndarray:
+    """The upload as a loaded ``mode`` image, or with ``preprocess`` the model's input array
+    (``data.inputs.load_input``, made while the decoding slot is held); raises ``Rejection``
+    naming the image otherwise."""
     what = describe(index, filename)
     if not data:
         raise Rejection(422, f"{what} is empty (0 bytes): send the image file's content.")
@@ -58,7 +59,7 @@ def decode_upload(data: bytes, filename: str | None, index: int, *, max_pixels: 
                              f"{max_pixels:,} (a decompression bomb, or a very large image): resize it first.")
     with DECODE_SLOTS:
         try:
-            img = open_image(data, mode=mode, draft_size=draft_size)
+            return open_image(data, mode=mode, draft_size=draft_size) if preprocess is None else \
+                load_input(data, preprocess)
         except ImageDecodeError as e:
             raise Rejection(_STATUS.get(e.reason, 422), f"{what} cannot be used: {e.detail}.") from None
-        return img if then is None else then(img)
