@@ -97,6 +97,16 @@ def test_bad_files_are_named_as_before(tmp_path):
     assert e.value.reason == "unreadable"
 
 
+def test_damaged_but_decodable_jpeg_gives_the_same_input_both_ways(tmp_path):
+    # an end-of-image marker in the middle of the scan: both decoders fill in the rest alike
+    path = write_image(tmp_path / "d.jpg", (300, 300), quality=90)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4] = b"\xff\xd9\x00\x00"
+    path.write_bytes(bytes(data))
+    assert jpeg_pixels(path, "RGB", P.draft_size) is not None
+    assert np.array_equal(load_input(path, P), plain(path))
+
+
 def test_other_resize_modes_take_the_plain_way(tmp_path):
     path = write_image(tmp_path / "a.jpg", (300, 400), color=(120, 90, 200))
     for p in (Preprocess(resize="pad"), Preprocess(resize="stretch"), Preprocess(interpolation="nearest")):

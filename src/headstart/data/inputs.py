@@ -10,7 +10,10 @@ of interleaved passes (benchmarks/preprocess_cost.py). Anything else, and any fi
 decoder refuses, takes ``open_image``, which also names what is wrong with it.
 
 torchvision 0.29 marks its image decoders deprecated (in favour of TorchCodec); the version is
-pinned, and without them every file simply takes the Pillow way.
+pinned, and without them every file simply takes the Pillow way. One visible difference: for a
+damaged JPEG that libjpeg can still decode (Pillow accepts it silently, and the pixels are the
+same), libjpeg prints its own one-line notice on stderr, e.g. "Corrupt JPEG data: premature end
+of data segment".
 """
 
 from __future__ import annotations
