@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import truncate_file, write_image
+from conftest import make_png_bomb, truncate_file, write_image
 from headstart.data.images import ImageDecodeError, open_image
 from headstart.data.inputs import jpeg_pixels, load_input
 from headstart.data.transforms import Preprocess, preprocess
@@ -95,6 +95,9 @@ def test_bad_files_are_named_as_before(tmp_path):
     with pytest.raises(ImageDecodeError) as e:
         load_input(tmp_path / "missing.jpg", P)
     assert e.value.reason == "unreadable"
+    with pytest.raises(ImageDecodeError) as e:
+        load_input(make_png_bomb(tmp_path / "bomb.png", 20_000, 20_000), P)
+    assert e.value.reason == "decompression_bomb"
 
 
 def test_damaged_but_decodable_jpeg_gives_the_same_input_both_ways(tmp_path):

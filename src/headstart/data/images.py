@@ -21,6 +21,7 @@ from headstart.errors import HeadstartError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_PIXELS = 100_000_000  # width * height above this is refused as a decompression bomb
 MIN_SIDE = 16  # px; smaller images carry too little to classify
+EXIF_ORIENTATION = 0x0112  # the EXIF tag saying how to turn the stored pixels; 1 = as stored
 
 BAD_REASONS: dict[str, str] = {
     "empty": "the file has zero bytes; copy or download it again, or remove it",
@@ -124,7 +125,7 @@ def _upright(img: Image.Image) -> Image.Image:
     Other formats may map the file, so they are always copied, like turned images.
     """
     try:
-        if img.format == "JPEG" and img.getexif().get(0x0112, 1) == 1:
+        if img.format == "JPEG" and img.getexif().get(EXIF_ORIENTATION, 1) == 1:
             return img
         return ImageOps.exif_transpose(img)  # a new image
     except Exception:  # a malformed EXIF block must not cost the picture

@@ -18,6 +18,7 @@ of data segment".
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import BinaryIO
@@ -25,10 +26,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .images import MAX_PIXELS, open_image
+from .images import EXIF_ORIENTATION, _check_pixels, open_image
 from .transforms import Preprocess, _torch_crop, crop_resize, normalise, preprocess
-
-_ORIENTATION = 0x0112  # EXIF tag
 
 
 def load_input(source: str | Path | bytes, p: Preprocess) -> np.ndarray:
@@ -56,10 +55,11 @@ def jpeg_pixels(source: str | Path | bytes, mode: str, draft_size: int | None):
     try:
         with _opened(source) as f:
             with Image.open(f) as img:
+                _check_pixels(img)  # a decompression bomb raises: open_image then refuses it by name
                 w, h = img.size
-                if (img.format != "JPEG" or img.mode != mode or w * h > MAX_PIXELS
+                if (img.format != "JPEG" or img.mode != mode
                         or (draft_size and min(w // draft_size, h // draft_size) >= 2)
-                        or img.getexif().get(_ORIENTATION, 1) != 1):
+                        or img.getexif().get(EXIF_ORIENTATION, 1) != 1):
                     return None
             if isinstance(source, (bytes, bytearray)):
                 data = bytearray(source)
@@ -78,15 +78,11 @@ def _opened(source: str | Path | bytes) -> BinaryIO:
     return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
 
 
-_DECODE: list = []
-
-
+@functools.cache
 def _decoder():
     """torchvision's ``decode_jpeg``, or None where torchvision or its image library is missing."""
-    if not _DECODE:
-        try:
-            from torchvision.io import decode_jpeg
-        except Exception:
-            decode_jpeg = None
-        _DECODE.append(decode_jpeg)
-    return _DECODE[0]
+    try:
+        from torchvision.io import decode_jpeg
+    except Exception:
+        return None
+    return decode_jpeg

@@ -86,7 +86,8 @@ def resize_image(img: Image.Image, p: Preprocess) -> Image.Image:
         return canvas
     if not _torch_crop(p):
         return img.resize((s, s), resample, box=crop_box(w, h, p))
-    return Image.fromarray(np.ascontiguousarray(_crop_resize(img, p).permute(1, 2, 0).squeeze(2).numpy()))
+    pixels = _image_crop_resize(img, p).permute(1, 2, 0).squeeze(2)  # (S, S[, C])
+    return Image.fromarray(np.ascontiguousarray(pixels.numpy()))
 
 
 def crop_box(w: int, h: int, p: Preprocess) -> tuple[int, int, int, int]:
@@ -110,7 +111,7 @@ def _torch_crop(p: Preprocess) -> bool:
     return p.resize == "crop" and p.interpolation != "nearest"
 
 
-def _crop_resize(img: Image.Image, p: Preprocess):
+def _image_crop_resize(img: Image.Image, p: Preprocess):
     """``crop`` mode as a uint8 tensor (C, S, S), from a PIL image (see ``crop_resize``)."""
     import torch
 
@@ -172,4 +173,4 @@ def preprocess(img: Image.Image, p: Preprocess) -> np.ndarray:
         img = img.convert(want)
     if not _torch_crop(p):
         return to_array(resize_image(img, p), p)
-    return normalise(_crop_resize(img, p), p)
+    return normalise(_image_crop_resize(img, p), p)
