@@ -25,8 +25,8 @@ def bare_rates(backbone, x: np.ndarray, seconds: float = 5.0, engine: str = "aut
                only: str | None = None) -> dict[str, dict]:
     """``{"how": {"img_s": ..., "cpu_ms": ...}}`` for each way of running ``backbone`` on ``x``
     (a (B, C, H, W) float32 batch), each for about ``seconds``; ``only``: that way alone."""
-    from headstart.engines import make_engine
-    from headstart.features import LANE_BATCH
+    from headstart.backbones.engines import make_engine
+    from headstart.features.extract import LANE_BATCH
 
     p = backbone.preprocess
     shape = (p.channels, p.input_size, p.input_size)

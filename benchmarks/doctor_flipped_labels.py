@@ -73,7 +73,7 @@ def main() -> int:
     if not data.is_dir():
         print(f"data set not found at {data}: see ../shared/datasets/README.md", file=sys.stderr)
         return 2
-    from headstart.doctor import check_data
+    from headstart.evaluation.doctor import check_data
     from headstart.evaluation.html import render_doctor, write_html
 
     out = Path(args.out)

@@ -14,7 +14,7 @@ nvidia-smi -L
 python3 - <<'PY'
 import time, torch
 from headstart.backbones import create_backbone
-from headstart.engines import make_engine
+from headstart.backbones.engines import make_engine
 bb = create_backbone()
 eng = make_engine(bb, bb.cache_key, (3, 224, 224))
 print("engine", type(eng).__name__, getattr(eng, "device", "?"), "torch", torch.__version__)

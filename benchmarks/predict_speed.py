@@ -84,7 +84,7 @@ def main() -> int:
     clf = classifier(args.model, args.engine)
     print(f"{len(files)} JPEGs from {args.data}; {os.cpu_count()} CPU cores (load average "
           f"{os.getloadavg()[0]:.1f} at start)")
-    from headstart.features import LANE_BATCH, lanes_for
+    from headstart.features.extract import LANE_BATCH, lanes_for
 
     print("each round times the bare backbone (every way), prediction from JPEGs, and the bare backbone's "
           "fastest way again, back to back; bare = the mean of the fastest way's two timings; the ratio printed "

@@ -57,7 +57,7 @@ def main() -> int:
     from headstart.data.inputs import jpeg_pixels, load_input
     from headstart.data.scan import find_images
     from headstart.data.transforms import crop_box, preprocess, to_array
-    from headstart.engines import make_engine
+    from headstart.backbones.engines import make_engine
 
     torch.set_num_threads(1)
     files = find_images([args.data])

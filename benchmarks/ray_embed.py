@@ -41,7 +41,7 @@ def main() -> int:
     from headstart.backbones import create_backbone
     from headstart.data.scan import scan
     from headstart.features import FeatureCache, extract_features
-    from headstart.ray_jobs import RayConfig, ray_extract
+    from headstart.features.ray import RayConfig, ray_extract
 
     samples = scan(args.data).samples[: args.limit]
     paths = [s.path for s in samples]

@@ -43,7 +43,7 @@ def main() -> int:
 
     import headstart
     from headstart.data.scan import find_images
-    from headstart.evaluation.metrics import count_metrics
+    from headstart.tasks.metrics import count_metrics
     from headstart.tasks import poisson_interval
 
     files = find_images([args.data])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from headstart import cli_lab
+from headstart.cli import lab as cli_lab
 from headstart.errors import HeadstartError
 
 

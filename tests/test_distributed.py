@@ -52,7 +52,7 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_distributed_outside_torchrun_says_how_to_launch(class_folder, tmp_path, capsys, monkeypatch):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     monkeypatch.delenv("RANK", raising=False)
     assert main(["train", str(class_folder), "--backbone", SPEC, "--distributed", "--quiet",
@@ -61,7 +61,7 @@ def test_distributed_outside_torchrun_says_how_to_launch(class_folder, tmp_path,
 
 
 def test_distributed_refuses_a_pretrained_backbone(class_folder, tmp_path, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     assert main(["train", str(class_folder), "--distributed", "--quiet", "--out", str(tmp_path / "m")]) == 2
     assert "--distributed trains a CNN built from scratch" in capsys.readouterr().err
@@ -196,7 +196,7 @@ def _kill_9_tree(pid: int) -> None:
 
 
 def test_distributed_and_ray_together_are_refused(class_folder, tmp_path, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     assert main(["train", str(class_folder), "--finetune", "1", "--distributed", "--ray", "--quiet",
                  "--out", str(tmp_path / "m")]) == 2
@@ -204,7 +204,7 @@ def test_distributed_and_ray_together_are_refused(class_folder, tmp_path, capsys
 
 
 def test_finetune_with_ray_but_without_ray_train_says_how_to_install(class_folder, tmp_path, capsys, monkeypatch):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     monkeypatch.setitem(sys.modules, "ray.train.torch", None)  # import -> ImportError
     assert main(["train", str(class_folder), "--finetune", "1", "--ray", "--quiet", "--out", str(tmp_path / "m")]) == 2
@@ -248,7 +248,7 @@ def test_ray_train_finetune_takes_the_same_steps_as_one_process(ray_train, tmp_p
 @pytest.mark.slow
 def test_cli_train_finetune_on_ray_train(ray_train, tmp_path, capsys):
     from headstart import load
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     data = make_class_folder(tmp_path / "data", n=8, size=(40, 40))
     assert main(["train", str(data), "--out", str(tmp_path / "model"), "--finetune", "1", "--finetune-epochs", "3",

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import folder_state
-from headstart.doctor import (DoctorReport, find_suspects, near_pairs, quick_check, similar_groups,
+from headstart.evaluation.doctor import (DoctorReport, find_suspects, near_pairs, quick_check, similar_groups,
                               warning_line)
 
 SOURCES = {"cat": "chelsea", "cup": "coffee", "rocket": "rocket"}
@@ -71,7 +71,7 @@ def make_planted(root: Path, n_train: int = 16, n_test: int = 3) -> dict:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    from headstart.doctor import check_data
+    from headstart.evaluation.doctor import check_data
 
     root = tmp_path_factory.mktemp("doctor") / "data"
     plants = make_planted(root)
@@ -123,7 +123,7 @@ def test_summary_counts_and_cv(planted):
 
 
 def test_cli_doctor_table_json_and_html(planted, tmp_path, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     root, plants, _, before = planted
     js, page = tmp_path / "doctor.json", tmp_path / "doctor.html"
@@ -141,7 +141,7 @@ def test_cli_doctor_table_json_and_html(planted, tmp_path, capsys):
 
 
 def test_cli_doctor_rejects_bad_settings(tmp_path, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     assert main(["doctor", str(tmp_path), "--folds", "1"]) == 2
     assert "--folds must be at least 2, got 1" in capsys.readouterr().err
@@ -218,7 +218,7 @@ def test_train_counts_suspect_validation_labels(tmp_path):
 
 
 def test_small_classes_and_outliers_on_made_up_features():
-    from headstart.doctor import diagnose
+    from headstart.evaluation.doctor import diagnose
 
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(3, 32)) * 4
@@ -240,7 +240,7 @@ def test_report_to_dict_is_json():
 
 def test_doctor_reads_csv_labels_for_every_task(planted, tmp_path, capsys):
     from conftest import write_csv
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     root, plants, _, before = planted
     rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from headstart import HeadstartError, ImageClassifier, load
-from headstart.cli import main
+from headstart.cli.main import main
 from headstart.data.transforms import Preprocess
 from headstart.training.end_to_end import (
     EndToEndConfig,
@@ -195,8 +195,8 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, one_t
 def test_cli_resumes_a_scratch_cnn_by_rerunning_the_command(tmp_path, monkeypatch, one_thread):
     from safetensors.torch import load_file
 
-    from headstart.cli import end_to_end_checkpoint_dir
-    from headstart.estimator import ImageClassifier
+    from headstart.cli.main import end_to_end_checkpoint_dir
+    from headstart.estimator.classifier import ImageClassifier
 
     data = stripes_folder(tmp_path / "data", n=40, size=16)
     args = ["train", str(data), "--backbone", SPEC, "--input-size", "16", "--epochs", "3", "--quiet",

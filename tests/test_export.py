@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from headstart import export as ex
-from headstart.cli import main
+from headstart.model import export as ex
+from headstart.cli.main import main
 from headstart.errors import HeadstartError
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from headstart import ImageClassifier
-from headstart.cli import main
+from headstart.cli.main import main
 
 from test_end_to_end import SPEC, stripes
 
@@ -34,7 +34,7 @@ def test_featuremaps_of_a_scratch_model(scratch_model, tmp_path, capsys):
 
 
 def test_featuremaps_of_the_embedded_backbone_show_three_stages(trained_model, tmp_path, backbone):
-    from headstart.featuremaps import compute_feature_maps
+    from headstart.lab.featuremaps import compute_feature_maps
 
     import skimage.data
 

@@ -89,7 +89,7 @@ def test_onnxruntime_and_torch_engines_agree(backbone, tmp_path):
 def test_lanes_and_one_session_give_the_same_rows_in_order(backbone, tmp_path, monkeypatch):
     """One-thread lanes (the CPU default) and decoding threads feeding one session: same
     features, same order, same failures, whatever the batch size."""
-    import headstart.features as features
+    import headstart.features.extract as features
 
     files = _files(tmp_path, n=6)
     files.insert(3, truncate_file(write_image(tmp_path / "bad.jpg", (256, 256)), 0.3))

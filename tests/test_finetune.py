@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import make_class_folder
-from headstart.cli import main
+from headstart.cli.main import main
 from headstart.errors import HeadstartError
 
 
@@ -24,7 +24,7 @@ def test_bare_finetune_flag_trains_the_default_number_of_stages():
     its own copy of the number so that ``--help`` does not import torch)."""
     import argparse
 
-    from headstart import cli_finetune
+    from headstart.cli import finetune as cli_finetune
     from headstart.training.finetune import DEFAULT_STAGES, FinetuneConfig
 
     p = argparse.ArgumentParser()

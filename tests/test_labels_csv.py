@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_csv, write_image
-from headstart.cli import main
+from headstart.cli.main import main
 from headstart.data.labels_csv import infer_task_name, listed_files, load_labels
 from headstart.data.scan import file_sha256
 from headstart.data.split import assign_split

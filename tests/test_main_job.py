@@ -15,7 +15,7 @@ import pytest
 
 from conftest import folder_state, make_class_folder, write_image
 from headstart import ImageClassifier, NotFittedError, load
-from headstart.cli import main
+from headstart.cli.main import main
 
 
 def run_cli(*args: str) -> int:

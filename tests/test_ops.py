@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headstart import ops
+from headstart.lab import ops
 from headstart.errors import HeadstartError
-from headstart.ops import (KERNELS, RunningStats, avg_pool, batch_norm, conv2d, max_pool,
+from headstart.lab.ops import (KERNELS, RunningStats, avg_pool, batch_norm, conv2d, max_pool,
                            parse_kernel)
 
 PROPERTY = settings(max_examples=40, deadline=None)

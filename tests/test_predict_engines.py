@@ -24,7 +24,7 @@ def test_both_engines_predict_the_same_labels(trained_model, tmp_path):
 
 
 def test_engines_differ_in_kind(backbone):
-    from headstart.engines import OnnxEngine, TorchEngine, make_engine
+    from headstart.backbones.engines import OnnxEngine, TorchEngine, make_engine
 
     p = backbone.preprocess
     shape = (p.channels, p.input_size, p.input_size)
@@ -34,7 +34,7 @@ def test_engines_differ_in_kind(backbone):
 
 def test_onnx_sessions_are_opened_once_per_process(backbone):
     """Opening a session costs as much as running 20-40 images: repeated predict calls reuse it."""
-    from headstart.engines import make_engine
+    from headstart.backbones.engines import make_engine
 
     p = backbone.preprocess
     shape = (p.channels, p.input_size, p.input_size)
@@ -50,7 +50,7 @@ def test_decoded_images_and_preprocessed_inputs_predict_what_the_files_do(traine
     engine) give predict_files' rows, less the file name."""
     from headstart.data.images import open_image
     from headstart.data.transforms import preprocess
-    from headstart.engines import make_engine
+    from headstart.backbones.engines import make_engine
 
     model_dir, data = trained_model
     files = find_images([data])[::4]

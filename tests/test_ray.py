@@ -36,8 +36,8 @@ def _samples(root: Path):
 @pytest.mark.slow
 def test_ray_features_and_failures_match_one_machine(local_ray, photos, backbone, tmp_path):
     from headstart.features import FeatureCache, extract_features
-    from headstart.ray_jobs import RayConfig, ray_extract
-    from headstart.ray_shards import import_shards
+    from headstart.features.ray import RayConfig, ray_extract
+    from headstart.features.shards import import_shards
 
     r, paths, digests = _samples(photos)
     cache = FeatureCache(tmp_path / "cluster.sqlite")
@@ -67,7 +67,7 @@ def test_ray_features_and_failures_match_one_machine(local_ray, photos, backbone
 
 @pytest.mark.slow
 def test_a_worker_that_dies_mid_job_is_retried(local_ray, photos, backbone, tmp_path, monkeypatch):
-    from headstart.ray_jobs import DIE_ONCE_ENV, RayConfig, ray_extract
+    from headstart.features.ray import DIE_ONCE_ENV, RayConfig, ray_extract
 
     marker = tmp_path / "died-once"
     monkeypatch.setenv(DIE_ONCE_ENV, str(marker))
@@ -80,7 +80,7 @@ def test_a_worker_that_dies_mid_job_is_retried(local_ray, photos, backbone, tmp_
 
 @pytest.mark.slow
 def test_cli_embed_then_train_reuses_the_cluster_features(local_ray, photos, tmp_path, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     assert main(["embed", str(photos), "--ray", "--out", str(tmp_path / "shards")]) == 0
     captured = capsys.readouterr()
@@ -99,8 +99,8 @@ def test_cli_embed_then_train_reuses_the_cluster_features(local_ray, photos, tmp
 
 def test_unreachable_address_fails_fast_with_a_clear_error(class_folder, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is optional: pip install 'headstart[cluster]'")
-    from headstart.cli import main
-    from headstart.ray_jobs import RayConfig, connect
+    from headstart.cli.main import main
+    from headstart.features.ray import RayConfig, connect
 
     t0 = time.perf_counter()
     with pytest.raises(HeadstartError, match=r"no Ray cluster answers at '127.0.0.1:9'.*ray start --head"):
@@ -114,7 +114,7 @@ def test_unreachable_address_fails_fast_with_a_clear_error(class_folder, tmp_pat
 
 
 def test_without_ray_the_commands_say_how_to_install(monkeypatch, class_folder, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert main(["embed", str(class_folder), "--ray", "--quiet"]) == 2
@@ -124,7 +124,7 @@ def test_without_ray_the_commands_say_how_to_install(monkeypatch, class_folder, 
 
 
 def test_bad_worker_counts_are_refused(class_folder, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     assert main(["embed", str(class_folder), "--num-workers", "0", "--quiet"]) == 2
     assert "--num-workers must be positive, got 0" in capsys.readouterr().err
@@ -132,7 +132,7 @@ def test_bad_worker_counts_are_refused(class_folder, capsys):
 
 @pytest.mark.slow
 def test_cli_predict_with_ray_gives_the_same_predictions(local_ray, trained_model, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     model, data = trained_model
     assert main(["predict", str(model), str(data), "--format", "csv", "--quiet"]) == 0
@@ -157,7 +157,7 @@ def test_predict_with_ray_writes_parquet_like_one_machine(local_ray, trained_mod
 
     import pyarrow.parquet as pq
 
-    from headstart.cli import main
+    from headstart.cli.main import main
     from headstart.features import FeatureCache
 
     model, _ = trained_model
@@ -196,7 +196,7 @@ def test_parquet_of_every_task_reads_back(tmp_path):
     pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from headstart.predict_io import write_parquet
+    from headstart.estimator.outputs import write_parquet
     from headstart.tasks import TASKS
 
     for name, targets in [("multiclass", ["a", "b", "c"]), ("binary", ["no", "yes"]),
@@ -217,7 +217,7 @@ def test_predict_out_writes_the_json_rows_as_parquet_on_one_machine(trained_mode
     import json
 
     pq = pytest.importorskip("pyarrow.parquet")
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     model, data = trained_model
     assert main(["predict", str(model), str(data), "--format", "json", "--quiet"]) == 0
@@ -234,7 +234,7 @@ def test_predict_out_writes_the_json_rows_as_parquet_on_one_machine(trained_mode
 def test_cli_train_on_ray_reads_no_file_on_the_driver_to_hash_it(local_ray, photos, tmp_path, monkeypatch, capsys):
     import importlib
 
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     scan_module = importlib.import_module("headstart.data.scan")
     real, reads = scan_module.file_sha256, []

@@ -60,7 +60,7 @@ def decoded(src: str) -> Image.Image:
 
 
 def test_evaluate_writes_a_self_contained_report_beside_the_model(trained_model, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     model, data = trained_model
     before = folder_state(model)
@@ -80,7 +80,7 @@ def test_evaluate_writes_a_self_contained_report_beside_the_model(trained_model,
 
 
 def test_evaluate_report_flags(trained_model, tmp_path):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     model, data = trained_model
     out = tmp_path / "mine.html"
@@ -93,7 +93,7 @@ def test_evaluate_report_flags(trained_model, tmp_path):
 
 
 def test_train_writes_report_into_the_model_folder(tmp_path, capsys):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     data = make_class_folder(tmp_path / "data", n=10, size=(40, 40))
     shutil.copyfile(data / "cat" / "cat_000.png", data / "dog" / "dog_copy_of_cat.png")  # a label conflict
@@ -158,7 +158,7 @@ def test_report_renders_in_headless_chromium(trained_model, tmp_path):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.skip("needs /usr/bin/chromium (apt-get install -y chromium)")
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     model, data = trained_model
     page = tmp_path / "r.html"

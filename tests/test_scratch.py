@@ -12,7 +12,7 @@ from headstart.backbones import scratch
 from headstart.backbones.base import Backbone
 from headstart.backbones.scratch import ScratchBackbone, parse_spec
 from headstart.errors import HeadstartError
-from headstart.summary import conv_cost, format_summary, summarize_module
+from headstart.lab.summary import conv_cost, format_summary, summarize_module
 
 ISSUE_SPEC = "conv32-bn-relu-maxpool,conv64-bn-relu-maxpool,conv128-bn-relu-avgpool,fc"
 

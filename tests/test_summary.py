@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from headstart import summary
+from headstart.lab import summary
 from headstart.errors import HeadstartError
-from headstart.summary import (LayerRow, conv_cost, dense_cost, format_summary,
+from headstart.lab.summary import (LayerRow, conv_cost, dense_cost, format_summary,
                                parse_input_shape, summarize_module)
 
 LECTURE_INPUT = (400, 400, 3)

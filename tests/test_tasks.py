@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 import headstart
 from conftest import write_csv
-from headstart.cli import main
+from headstart.cli.main import main
 from headstart.errors import HeadstartError
 from headstart.tasks import TASKS, Binary, Continuous, Count, Multiclass, Multilabel, poisson_interval, poisson_pmf, \
     task_from_dict

@@ -8,10 +8,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import HeadstartError, NotFittedError
-from .estimator import ImageClassifier, ImagePredictor, load
+from .estimator.classifier import ImageClassifier, ImagePredictor, load
 
 __all__ = ["HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "__version__", "load",
            "create_backbone", "list_backbones", "scan"]

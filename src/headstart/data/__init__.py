@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headstart.data.images import (
+from .images import (
     BAD_REASONS,
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
@@ -12,7 +12,7 @@ from headstart.data.images import (
     is_image_path,
     open_image,
 )
-from headstart.data.scan import (
+from .scan import (
     BadFile,
     DuplicateGroup,
     Sample,
@@ -21,8 +21,8 @@ from headstart.data.scan import (
     find_images,
     scan,
 )
-from headstart.data.split import SPLITS, assign_split, check_fractions
-from headstart.data.transforms import Preprocess, preprocess
+from .split import SPLITS, assign_split, check_fractions
+from .transforms import Preprocess, preprocess
 
 __all__ = [
     "BAD_REASONS", "IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "SPLITS",

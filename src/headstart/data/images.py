@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from headstart.errors import HeadstartError
+from ..errors import HeadstartError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_PIXELS = 100_000_000  # width * height above this is refused as a decompression bomb

@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headstart.data.scan import BadFile, Sample, _Candidate, _check_files, _check_root
-from headstart.data.split import SPLITS, assign_split, check_fractions
-from headstart.errors import HeadstartError
-from headstart.tasks import LABEL_SEP, Task, make_task
+from .scan import BadFile, Sample, _Candidate, _check_files, _check_root
+from .split import SPLITS, assign_split, check_fractions
+from ..errors import HeadstartError
+from ..tasks import LABEL_SEP, Task, make_task
 
 TARGET_COLUMNS = ("label", "target", "count", "value")
 MAX_CLASSES = 100  # more distinct names than this, in over half the rows: probably not classes

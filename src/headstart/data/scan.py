@@ -25,9 +25,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from headstart.data.images import IMAGE_EXTENSIONS, image_problem, is_image_path
-from headstart.data.split import SPLITS, assign_split, check_fractions
-from headstart.errors import HeadstartError
+from .images import IMAGE_EXTENSIONS, image_problem, is_image_path
+from .split import SPLITS, assign_split, check_fractions
+from ..errors import HeadstartError
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val",
                   "test": "test"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 
-from headstart.errors import HeadstartError
+from ..errors import HeadstartError
 
 SPLITS = ("train", "val", "test")
 _MAX = 2**27 - 1  # retrain.py's MAX_NUM_IMAGES_PER_CLASS

@@ -150,7 +150,7 @@ class Models:
 
 def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     """The app for ``settings``; loads ``settings.model_dir`` unless ``clf`` is given."""
-    from ..estimator import load
+    from ..estimator.classifier import load
     from .teach import TeachJobs, teach_router
 
     settings.check()
@@ -357,6 +357,6 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__

@@ -46,7 +46,7 @@ class Predictor:
 
 
 def _serving_engine(clf: Any, threads: int):
-    from ..engines import make_engine
+    from ..backbones.engines import make_engine
 
     p = clf.backbone_.preprocess
     # ONNX Runtime: ``threads`` per worker, no spin-waiting; PyTorch (a GPU, or no ONNX

@@ -114,7 +114,7 @@ class TeachJobs:
         return job
 
     def _run(self, job: Job, job_dir: Path) -> None:
-        from ..estimator import ImageClassifier
+        from ..estimator.classifier import ImageClassifier
 
         t0 = time.perf_counter()
         try:

@@ -167,7 +167,7 @@ def _views(path: Path, p, n_views: int, seed: int) -> list[np.ndarray]:
 def activations(backbone, first_trained: int, paths: Sequence[Path], digests: Sequence[str], n_views: int,
                 seed: int, engine: str = "auto", log: Callable[[str], None] | None = None) -> np.ndarray:
     """(views, N, act + taps) float32 of the frozen lower part; cached on disk by content."""
-    from ..engines import make_engine
+    from ..backbones.engines import make_engine
 
     p = backbone.preprocess
     path = activations_path(backbone, first_trained, digests, n_views, seed)

@@ -171,7 +171,7 @@ def ray_loop(address: str | None = None, workers: int = 2, cpus_per_worker: floa
         from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
         from ray.train.torch import TorchTrainer
 
-        from ..ray_jobs import RayConfig, connect
+        from ..features.ray import RayConfig, connect
 
         connect(RayConfig(address=address, num_workers=1, cpus_per_worker=0.0))  # joins or starts Ray
         _check_cpus(workers * cpus_per_worker)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 if TYPE_CHECKING:
     from torch import nn

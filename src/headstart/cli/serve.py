@@ -41,7 +41,7 @@ def register(sub) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import ServeSettings, create_app
+    from ..serve.app import ServeSettings, create_app
 
     if args.model and not os.path.isdir(args.model):
         raise HeadstartError(f"model folder {args.model!r} does not exist: give a folder written by "

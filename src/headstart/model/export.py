@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import HeadstartError
-from .paths import atomic_path
+from ..errors import HeadstartError
+from ..paths import atomic_path
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4          # largest allowed |p_torch - p_export| on any probability
@@ -104,7 +104,7 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     Raises ``HeadstartError`` (and writes nothing) when the model's recorded test accuracy is
     below ``min_accuracy`` or the export disagrees with PyTorch by more than ``tolerance``.
     """
-    from .estimator import load
+    from ..estimator.classifier import load
 
     t0 = time.perf_counter()
     if fmt not in FORMATS:
@@ -156,7 +156,7 @@ def check_images(clf, n: int = N_CHECK_IMAGES) -> tuple[np.ndarray, str]:
     random pixels (also through the preprocessing) when that folder is gone."""
     from PIL import Image
 
-    from .data.transforms import preprocess
+    from ..data.transforms import preprocess
 
     p = clf.backbone_.preprocess
     paths = _data_images(clf, ("test", "val", "train"))[:n]
@@ -176,7 +176,7 @@ def _data_dir(clf) -> Path | None:
 
 
 def _data_samples(clf, split: str) -> list:
-    from .data.scan import scan
+    from ..data.scan import scan
 
     root = _data_dir(clf)
     if root is None:
@@ -200,7 +200,7 @@ def _data_images(clf, splits) -> list[Path]:
 
 
 def _decode(paths, p) -> list[np.ndarray]:
-    from .features import load_batches
+    from ..features import load_batches
 
     out = []
     for _, batch, _ in load_batches(list(paths), p, 32):
@@ -363,7 +363,7 @@ def _test_accuracy_change(clf, int8_path: Path, log) -> dict:
         log("int8: accuracy change not measured (needs a classifier and its data folder, "
             "config.json training.data, with a test split).")
         return {}
-    from .features import load_batches
+    from ..features import load_batches
 
     p = clf.backbone_.preprocess
     model = ProbabilityModel(clf.backbone_, clf.head_, clf.task_).eval()

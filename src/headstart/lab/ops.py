@@ -21,7 +21,7 @@ from typing import Union
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 __all__ = [
     "KERNELS", "RunningStats", "avg_pool", "batch_norm", "conv2d", "max_pool", "parse_kernel",

@@ -1,7 +1,7 @@
 """Pictures of what a CNN sees: feature maps from an early, a middle and a late stage, and the
 first layer's filters (the lecture: pixel -> edge -> texture -> motif -> part -> object).
 
-``headstart featuremaps MODEL_DIR IMAGE --out maps.png`` writes one PNG:
+``render(compute_feature_maps(backbone, image))`` is one picture (``headstart featuremaps``):
 
 - row 1: the image as the network gets it (resized, cropped or padded), and the first
   convolution's filters, each a small tile (colour when the filter sees RGB);
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 TILE = 72           # px per map / filter tile
 MAPS_PER_STAGE = 16
@@ -40,7 +40,7 @@ def compute_feature_maps(backbone, img, maps_per_stage: int = MAPS_PER_STAGE) ->
     import torch
     from torch import nn
 
-    from .data.transforms import preprocess
+    from ..data.transforms import preprocess
 
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
@@ -142,35 +142,3 @@ def _fit(size: tuple[int, int]) -> tuple[int, int]:
     w, h = size
     s = TILE / max(w, h)
     return max(1, round(w * s)), max(1, round(h * s))
-
-
-def run_featuremaps(args) -> int:
-    """``headstart featuremaps MODEL_DIR IMAGE --out maps.png``."""
-    from pathlib import Path
-
-    from .cli_lab import _write_png_atomically
-    from .data.images import ImageDecodeError, open_image
-    from .estimator import load
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise HeadstartError(f"--out must name a .png file, got {args.out!r}; e.g. --out maps.png")
-    if not Path(args.image).is_file():
-        raise HeadstartError(f"image not found: {args.image!r}; give a JPEG, PNG, ... file")
-    clf = load(args.model)
-    bb = clf.backbone_
-    try:
-        img = open_image(args.image, mode="RGB" if bb.preprocess.channels == 3 else "L")
-    except ImageDecodeError as e:
-        raise HeadstartError(f"cannot use {args.image!r}: {e.detail}; give a JPEG, PNG, ... file") from None
-    fm = compute_feature_maps(bb, img)
-    _write_png_atomically(render(fm, f"{bb.name}  -  {Path(args.image).name}"), out)
-    print(f"wrote {out}: the input, {len(fm.filters)} first-layer filters and the maps of "
-          f"{len(fm.stages)} stages ({', '.join(t.split(':')[0] for t, _ in fm.stages)})")
-    return 0
-
-
-def add_arguments(p) -> None:
-    p.add_argument("model", metavar="MODEL_DIR", help="a model folder (headstart train ... --out MODEL_DIR)")
-    p.add_argument("image", metavar="IMAGE", help="an image file")
-    p.add_argument("--out", required=True, metavar="OUT.png", help="the PNG to write")

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from ..model.export import export_model
 
     r = export_model(args.model, args.format, args.out, min_accuracy=args.min_accuracy, quantize=args.quantize)
     q = r.quantized

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 DEFAULT_INPUT_SIZE = 64  # px, for scratch CNNs on folders (arrays: their own size up to this)
 
@@ -30,7 +30,7 @@ class EndToEndMixin:
     def _scratch_options(self, channels: int = 3, default_size: int = DEFAULT_INPUT_SIZE) -> dict:
         """``create_backbone`` options: input size, channels and resize mode for a scratch CNN;
         none for a pretrained backbone (it carries its own preprocessing)."""
-        from .data.transforms import RESIZE_MODES
+        from ..data.transforms import RESIZE_MODES
 
         input_size, resize = getattr(self, "input_size", None), getattr(self, "resize", None)
         if resize is not None and resize not in RESIZE_MODES:
@@ -54,8 +54,8 @@ class EndToEndMixin:
     # ---- training from scratch -------------------------------------------------------------
     def _fit_end_to_end(self, result, data, t0: float):
         """``fit(FOLDER)`` for a scratch backbone: ``result`` is the scan (or labels CSV)."""
-        from .data.arrays import grey_to_one_channel
-        from .training.end_to_end import decode_to_uint8
+        from ..data.arrays import grey_to_one_channel
+        from ..training.end_to_end import decode_to_uint8
 
         samples = result.samples
         images, failures = decode_to_uint8([s.path for s in samples], self.backbone_.preprocess,
@@ -98,8 +98,8 @@ class EndToEndMixin:
 
     def _train_scratch(self, x_tr, y_tr, x_va, y_va) -> None:
         """Train ``backbone_`` and a linear head end to end; sets the learned attributes."""
-        from .training.end_to_end import EndToEndConfig, train_end_to_end
-        from .training.head import HeadConfig
+        from ..training.end_to_end import EndToEndConfig, train_end_to_end
+        from ..training.head import HeadConfig
 
         cfg = EndToEndConfig(epochs=self.epochs or EndToEndConfig.epochs,
                              flip=getattr(self, "flip", True), seed=self.seed)
@@ -129,8 +129,8 @@ class EndToEndMixin:
         """``fit(X, y)``: images (N, H, W) or (N, H, W, C) and one label per image. A share
         ``val_fraction`` is held out for validation (early stopping, thresholds); there is no
         test split: score your own test arrays with ``score(X_test, y_test)``."""
-        from .data.arrays import as_labels, as_uint8, stable_split, to_input_size
-        from .training.head import HeadConfig, select_and_fit
+        from ..data.arrays import as_labels, as_uint8, stable_split, to_input_size
+        from ..training.head import HeadConfig, select_and_fit
 
         t0 = time.perf_counter()
         if y is None or isinstance(y, (str, dict)):
@@ -179,9 +179,9 @@ class EndToEndMixin:
         with the backbone's own preprocessing (size, crop / pad / stretch, channels)."""
         import torch
 
-        from .data.arrays import to_input_size
-        from .engines import make_engine
-        from .training.end_to_end import to_input
+        from ..data.arrays import to_input_size
+        from ..backbones.engines import make_engine
+        from ..training.end_to_end import to_input
 
         p = self.backbone_.preprocess
         engine = make_engine(self.backbone_, self.backbone_.cache_key,
@@ -193,15 +193,15 @@ class EndToEndMixin:
         return np.concatenate(out)
 
     def _array_scores(self, X) -> np.ndarray:
-        from .data.arrays import as_uint8
-        from .training.head import predict_scores
+        from ..data.arrays import as_uint8
+        from ..training.head import predict_scores
 
         self._check_fitted()
         return predict_scores(self.task_, self.head_, self._array_features(as_uint8(X)))
 
     def _evaluate_arrays(self, X, y) -> dict:
         """Full metrics on images ``X`` with labels ``y`` (files are named ``#<row>``)."""
-        from .data.arrays import as_labels, as_uint8
+        from ..data.arrays import as_labels, as_uint8
 
         self._check_fitted()
         if y is None or isinstance(y, (str, dict)):

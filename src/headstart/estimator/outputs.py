@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 PARQUET_ROWS = 10_000  # rows per row group: memory stays flat however many files
 
@@ -68,7 +68,7 @@ def write_parquet(rows: Iterable[dict], task, path: str | Path) -> tuple[int, in
     ``PARQUET_ROWS`` at a time; returns (rows written, rows with an error)."""
     import pyarrow.parquet as pq
 
-    from .paths import atomic_path
+    from ..paths import atomic_path
 
     pa = require_pyarrow()
     schema = parquet_schema(task)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 DEFAULT_STAGES = 3  # = training.finetune.DEFAULT_STAGES (not imported: that module imports torch)
 
@@ -58,8 +58,8 @@ def check(args: argparse.Namespace) -> None:
         raise HeadstartError(
             f"--finetune continues training a pretrained backbone, but {args.backbone!r} is built from "
             "scratch: every layer is already trained, end to end. Drop --finetune.")
-    from .backbones import create_backbone
-    from .training.finetune import check_finetunable
+    from ..backbones import create_backbone
+    from ..training.finetune import check_finetunable
 
     n = check_finetunable(create_backbone(args.backbone, weights=args.weights),
                           args.finetune if not args.full else 1)
@@ -89,9 +89,9 @@ def before_distributed(args: argparse.Namespace) -> None:
     so the main job on every rank reads them instead of computing them all."""
     if args.no_cache:
         return
-    from .backbones import create_backbone
-    from .estimator import ImageClassifier
-    from .training.finetune_distributed import fill_feature_cache
+    from ..backbones import create_backbone
+    from ..estimator.classifier import ImageClassifier
+    from ..training.finetune_distributed import fill_feature_cache
 
     probe = ImageClassifier(val_fraction=args.val_fraction, test_fraction=args.test_fraction, task=args.task,
                             loss=args.loss, skip_bad_rows=args.skip_bad_rows, verbose=False)
@@ -107,18 +107,18 @@ def run(clf, args: argparse.Namespace) -> None:
     ``--ray``: the loop runs on Ray Train workers (``finetune_distributed.ray_loop``)."""
     import shutil
 
-    from .training.finetune import FinetuneConfig, finetune_classifier
+    from ..training.finetune import FinetuneConfig, finetune_classifier
 
     config = FinetuneConfig(stages=args.finetune, epochs=args.finetune_epochs, seed=args.seed)
     dist = loop = None
     if getattr(args, "distributed", False):
-        from .training.finetune_distributed import ProcessGroup
+        from ..training.finetune_distributed import ProcessGroup
 
         dist = ProcessGroup()  # every rank must see the same checkpoint, or their loops would differ
         dist.agree_flag((checkpoint_dir(args.out) / "checkpoint.safetensors").is_file(),
                         "the fine-tuning checkpoint")
     elif getattr(args, "ray", None) is not None:
-        from .training.finetune_distributed import ray_loop
+        from ..training.finetune_distributed import ray_loop
 
         loop = ray_loop(args.ray or None, args.finetune_workers, args.cpus_per_worker, args.gpus_per_worker)
     main = dist is None or dist.is_main

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HeadstartError
-from .features import DECODE_THREADS, Extraction, Failure, FeatureCache
-from .ray_shards import INSTALL_HINT, ShardWriter
+from ..errors import HeadstartError
+from .extract import DECODE_THREADS, Extraction, Failure, FeatureCache
+from .shards import INSTALL_HINT, ShardWriter
 
 CONNECT_TIMEOUT_S = 5.0
 DIE_ONCE_ENV = "HEADSTART_RAY_DIE_ONCE"  # tests: a marker path; the first actor batch kills its process once
@@ -119,8 +119,8 @@ def _read_hash_decode(batch: dict, *, p, known) -> dict:
     digest is in ``known`` (the driver's cache; sorted raw digests in the object store)."""
     import ray
 
-    from .data.images import ImageDecodeError
-    from .data.inputs import load_input
+    from ..data.images import ImageDecodeError
+    from ..data.inputs import load_input
 
     known = ray.get(known) if isinstance(known, ray.ObjectRef) else known  # zero-copy on the node
     n = len(batch["path"])
@@ -172,7 +172,7 @@ class _Embedder:
         import ray
         import torch
 
-        from .engines import TorchEngine, _export_once
+        from ..backbones.engines import TorchEngine, _export_once
 
         backbone, threads = self.backbone, self.threads
         if isinstance(backbone, ray.ObjectRef):  # passed by reference: the driver holds it for the job
@@ -301,7 +301,7 @@ def ray_extract(backbone, paths: Sequence[str | Path], *, config: RayConfig = Ra
     if writer is not None:
         writer.close()
     if lost:  # in the cache when the job started, gone when read back (rare): computed here
-        from .features import extract_features
+        from . import extract_features
 
         again = extract_features(backbone, [paths[i] for i in lost], [digests[i] for i in lost], cache=cache,
                                  engine=engine)
@@ -318,9 +318,9 @@ def ray_predict(clf, paths: Sequence[str | Path], *, config: RayConfig = RayConf
     """``clf.predict_files(paths, top_k)``'s rows, in the same order, with the features computed
     on a Ray cluster (hashing included) and the head applied on the driver batch by batch, so
     its memory stays flat. Rows come as the cluster finishes them (a generator)."""
-    from .estimator import prediction_rows
-    from .features import extract_features
-    from .training.head import predict_scores
+    from ..estimator.classifier import prediction_rows
+    from . import extract_features
+    from ..training.head import predict_scores
 
     paths = [Path(p) for p in paths]
     key, task = clf.backbone_.cache_key, clf.task_

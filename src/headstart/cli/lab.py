@@ -4,7 +4,7 @@
 output shape and parameters, the total, and what a fully connected layer would cost instead.
 ``headstart summary MODEL_DIR``: the same table for a saved model's backbone, then its head.
 
-``headstart featuremaps MODEL_DIR IMAGE --out maps.png``: see ``featuremaps.py``.
+``headstart featuremaps MODEL_DIR IMAGE --out maps.png``: see ``lab/featuremaps.py``.
 
 ``headstart filter IMAGE --kernel laplacian --out edges.png``: convolve an image with a
 kernel (the lecture's Laplacian example) and write the response as a PNG.
@@ -15,10 +15,9 @@ Heavy imports (NumPy, PIL, torch) happen inside the commands so ``--help`` stays
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 DEFAULT_SUMMARY_INPUT = "64x64x3"
 
@@ -34,8 +33,8 @@ def add_arguments_summary(p: argparse.ArgumentParser) -> None:
 
 def run_summary(args: argparse.Namespace) -> int:
     """Print the layer table of ``args.spec`` on an ``args.input`` image; returns 0."""
-    from .backbones.scratch import ScratchBackbone
-    from .summary import format_summary, parse_input_shape, summarize_module
+    from ..backbones.scratch import ScratchBackbone
+    from ..lab.summary import format_summary, parse_input_shape, summarize_module
 
     if Path(args.spec).is_dir():  # a model folder: its backbone's layers
         return run_summary_model(args)
@@ -53,8 +52,8 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def run_summary_model(args: argparse.Namespace) -> int:
     """The layers of a saved model's backbone (at its own input size), then its head."""
-    from .estimator import load
-    from .summary import format_summary, summarize_module
+    from ..estimator.classifier import load
+    from ..lab.summary import format_summary, summarize_module
 
     clf = load(args.spec)
     bb, p = clf.backbone_, clf.backbone_.preprocess
@@ -95,7 +94,7 @@ def run_filter(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from .ops import conv2d, parse_kernel
+    from ..lab.ops import conv2d, parse_kernel
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -124,23 +123,53 @@ def run_filter(args: argparse.Namespace) -> int:
     peak = float(magnitude.max())
     scaled = magnitude * (255.0 / peak) if peak > 0 else magnitude
     pixels = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    _write_png_atomically(Image.fromarray(pixels), out)
+    _write_png(Image.fromarray(pixels), out)
     print(f"wrote {out} ({a.shape[1]}x{a.shape[0]}, {'grey' if a.ndim == 2 else 'colour'}, "
           f"kernel {args.kernel}; |response| scaled so that 255 = {peak:.4g})")
     return 0
 
 
-def _write_png_atomically(img, out: Path) -> None:
-    """Write to a temporary file beside ``out``, then rename: no half-written PNG is left."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+def _write_png(img, out: Path) -> None:
+    """Atomically: no half-written PNG is ever left under ``out``."""
+    from ..paths import atomic_path
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        img.save(tmp, format="PNG")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            img.save(tmp, format="PNG")
     except OSError as e:
         raise HeadstartError(f"cannot write {str(out)!r}: {e}; choose another --out") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def run_featuremaps(args) -> int:
+    """``headstart featuremaps MODEL_DIR IMAGE --out maps.png``."""
+    from pathlib import Path
+
+    from ..data.images import ImageDecodeError, open_image
+    from ..estimator import load
+    from ..lab.featuremaps import compute_feature_maps, render
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise HeadstartError(f"--out must name a .png file, got {args.out!r}; e.g. --out maps.png")
+    if not Path(args.image).is_file():
+        raise HeadstartError(f"image not found: {args.image!r}; give a JPEG, PNG, ... file")
+    clf = load(args.model)
+    bb = clf.backbone_
+    try:
+        img = open_image(args.image, mode="RGB" if bb.preprocess.channels == 3 else "L")
+    except ImageDecodeError as e:
+        raise HeadstartError(f"cannot use {args.image!r}: {e.detail}; give a JPEG, PNG, ... file") from None
+    fm = compute_feature_maps(bb, img)
+    _write_png(render(fm, f"{bb.name}  -  {Path(args.image).name}"), out)
+    print(f"wrote {out}: the input, {len(fm.filters)} first-layer filters and the maps of "
+          f"{len(fm.stages)} stages ({', '.join(t.split(':')[0] for t, _ in fm.stages)})")
+    return 0
+
+
+def add_arguments_featuremaps(p) -> None:
+    p.add_argument("model", metavar="MODEL_DIR", help="a model folder (headstart train ... --out MODEL_DIR)")
+    p.add_argument("image", metavar="IMAGE", help="an image file")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="the PNG to write")
 
 
 def register(sub) -> None:
@@ -151,9 +180,7 @@ def register(sub) -> None:
     p = sub.add_parser("filter", help="convolve an image with a kernel (e.g. the lecture's Laplacian)")
     add_arguments_filter(p)
     p.set_defaults(run=run_filter)
-    from . import featuremaps  # light: torch is imported inside its functions
-
     p = sub.add_parser("featuremaps", help="feature maps of an early, middle and late stage, and "
                        "the first layer's filters, as a PNG")
-    featuremaps.add_arguments(p)
-    p.set_defaults(run=featuremaps.run_featuremaps)
+    add_arguments_featuremaps(p)
+    p.set_defaults(run=run_featuremaps)

@@ -1,16 +1,9 @@
-"""Frozen-backbone features, computed once and kept in an SQLite cache.
-
-Rows are keyed by (backbone cache key, sha256 of the image file's bytes): renaming or moving
-a file reuses its features, editing it recomputes them, and another backbone or another
-preprocessing never shares them. Each batch is committed in its own transaction, so an
-interrupted extraction keeps every finished batch and the next run continues from there.
-"""
+"""Frozen-backbone features of image files: decoded and embedded in parallel lanes, cached."""
 
 from __future__ import annotations
 
 import itertools
 import os
-import sqlite3
 import sys
 import time
 from collections import deque
@@ -21,64 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import ImageDecodeError
-from .data.inputs import load_input
-from .data.transforms import Preprocess
-from .paths import cache_dir
+from ..data.images import ImageDecodeError
+from ..data.inputs import load_input
+from ..data.transforms import Preprocess
+from .cache import FeatureCache
 
 DECODE_THREADS = 2
 MAX_LANES = 8  # one-thread extraction lanes at most (each holds one batch of images)
 LANE_BATCH = 4  # images per backbone call in a lane: larger batches cost more CPU per image on a
                 # CPU (memory traffic; 2 cores: 19-20 CPU ms at 1-4 vs 24-27 at 32, predict_speed.py)
-
-
-class FeatureCache:
-    """An SQLite file of feature vectors. Safe to interrupt; safe for several readers."""
-
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else cache_dir() / "features.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS features (backbone TEXT NOT NULL, digest TEXT NOT NULL, "
-            "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (backbone, digest))")
-        self._db.commit()
-
-    def get(self, backbone: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(digests))
-        for i in range(0, len(unique), 500):
-            chunk = unique[i:i + 500]
-            rows = self._db.execute(
-                f"SELECT digest, dim, vec FROM features WHERE backbone = ? AND digest IN ({','.join('?' * len(chunk))})",
-                [backbone, *chunk])
-            for digest, dim, vec in rows:
-                a = np.frombuffer(vec, dtype=np.float32)
-                if a.size == dim:  # a damaged row is recomputed, never trusted
-                    found[digest] = a
-        return found
-
-    def put(self, backbone: str, items: Sequence[tuple[str, np.ndarray]]) -> None:
-        with self._db:  # one transaction: all rows or none
-            self._db.executemany(
-                "INSERT OR REPLACE INTO features (backbone, digest, dim, vec) VALUES (?, ?, ?, ?)",
-                [(backbone, d, int(v.size), np.asarray(v, np.float32).tobytes()) for d, v in items])
-
-    def digests(self, backbone: str) -> list[str]:
-        """Every digest held whole for ``backbone`` (a damaged row is left out: it will be recomputed)."""
-        rows = self._db.execute("SELECT digest FROM features WHERE backbone = ? AND length(vec) = 4 * dim",
-                                [backbone])
-        return [d for (d,) in rows]
-
-    def count(self, backbone: str | None = None) -> int:
-        if backbone is None:
-            return self._db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM features WHERE backbone = ?", [backbone]).fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
 
 
 @dataclass
@@ -198,7 +142,7 @@ def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[st
     >>> ex.features.shape
     (1, 1904)
     """
-    from .engines import make_engine
+    from ..backbones.engines import make_engine
 
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]

@@ -7,12 +7,13 @@ Errors the user can fix are printed without a traceback (exit status 2).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
+from . import cluster, doctor, export, finetune, lab, serve
+from .common import write_json
 
 TASK_NAMES = ["binary", "multiclass", "multilabel", "continuous", "count"]  # tasks.TASKS (imports torch)
 
@@ -37,7 +38,7 @@ def _add_labels(p: argparse.ArgumentParser, targets: bool = True) -> None:
 
 
 def cmd_backbones(args) -> int:
-    from .backbones import list_backbones
+    from ..backbones import list_backbones
 
     for b in list_backbones():
         state = "available" if b.available else f"unavailable: {b.why_not}"
@@ -46,8 +47,8 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from .data.scan import scan
-    from .estimator import _describe_scan
+    from ..data.scan import scan
+    from ..estimator.classifier import _describe_scan
 
     r = scan(args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
              deep=not args.fast, progress=not args.quiet)
@@ -56,7 +57,7 @@ def cmd_scan(args) -> int:
                    "bad": [{"file": b.rel, "reason": b.reason, "detail": b.detail} for b in r.bad],
                    "duplicates": [{"files": g.rels, "spans_classes": g.spans_classes, "spans_splits": g.spans_splits}
                                   for g in r.duplicates]}
-        _write_json(args.json, payload)
+        write_json(args.json, payload)
     print(_describe_scan(r))
     if r.bad:
         print(f"\n{len(r.bad)} bad files (left untouched; train skips them):")
@@ -71,27 +72,25 @@ def cmd_scan(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .estimator import ImageClassifier
-    from .evaluation.report import format_report
+    from ..estimator.classifier import ImageClassifier
+    from ..evaluation.report import format_report
 
     clf = ImageClassifier(backbone=args.backbone, weights=args.weights, head=args.head,
                           val_fraction=args.val_fraction, test_fraction=args.test_fraction, epochs=args.epochs,
                           engine=args.engine, use_cache=not args.no_cache, seed=args.seed, verbose=not args.quiet,
                           task=args.task, loss=args.loss, skip_bad_rows=args.skip_bad_rows,
                           input_size=args.input_size, resize=args.resize, flip=not args.no_flip)
-    from . import cli_finetune
-    from .data.scan import known_digests
+    from ..data.scan import known_digests
 
-    cluster = importlib.import_module(".cli_ray", __package__)
     cluster.check_train_options(args)
-    cli_finetune.check(args)  # bad --finetune options fail before the main job
+    finetune.check(args)  # bad --finetune options fail before the main job
     checkpoint = _end_to_end_checkpoint(args, clf)
     # --ray: the cluster hashes the files and fills the cache; --distributed: join torchrun's group
     digests = cluster.before_train(args, clf)
     with known_digests(digests):  # the workers' sha256: the scan does not read every file again
         clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
     if args.finetune is not None:
-        cli_finetune.run(clf, args)  # --distributed: on every rank
+        finetune.run(clf, args)  # --distributed: on every rank
     if not cluster.is_main_process():
         return 0  # --distributed: only rank 0 reports and writes the model folder
     print(f"task: {clf.fit_info_['task']} ({clf.fit_info_['task_reason']})")
@@ -107,10 +106,10 @@ def cmd_train(args) -> int:
     else:
         print("no test split: run `headstart evaluate` on held-out images for an honest figure")
     if args.json:
-        _write_json(args.json, clf.metrics_)
+        write_json(args.json, clf.metrics_)
     warning = _data_warning(clf, args.data)
     if not args.no_report:
-        from .evaluation.html import model_report, write_html
+        from ..evaluation.html import model_report, write_html
 
         page = model_report(clf, test or {"score": clf.metrics_.get("validation", {}).get("score")},
                             title="headstart: training report",
@@ -147,15 +146,15 @@ def _end_to_end_checkpoint(args, clf) -> Path | None:
 
 
 def _data_warning(clf, data) -> str | None:
-    from .doctor import warning_line
+    from ..evaluation.doctor import warning_line
 
     check = getattr(clf, "data_check_", None)
     return warning_line(check, str(data)) if check else None
 
 
 def cmd_evaluate(args) -> int:
-    from .estimator import load
-    from .evaluation.report import format_report
+    from ..estimator.classifier import load
+    from ..evaluation.report import format_report
 
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
     clf.skip_bad_rows = args.skip_bad_rows
@@ -164,9 +163,9 @@ def cmd_evaluate(args) -> int:
     if m.get("skipped_rows"):
         print(f"skipped {len(m['skipped_rows'])} bad rows of {args.labels} (--skip-bad-rows)")
     if args.json:
-        _write_json(args.json, m)
+        write_json(args.json, m)
     if not args.no_report:
-        from .evaluation.html import evaluate_report_path, model_report, write_html
+        from ..evaluation.html import evaluate_report_path, model_report, write_html
 
         page = model_report(clf, m, title=f"headstart: evaluation on {Path(args.data).name}", data=args.data)
         print(f"report written to {write_html(args.report or evaluate_report_path(args.model, args.data), page)}")
@@ -174,11 +173,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data.scan import find_images
-    from .estimator import load
+    from ..data.scan import find_images
+    from ..estimator.classifier import load
 
     if args.labels:
-        from .data.labels_csv import listed_files
+        from ..data.labels_csv import listed_files
 
         if len(args.paths) != 1:
             raise HeadstartError(f"with --labels, give one DATA folder that the CSV's paths are relative to; "
@@ -189,22 +188,22 @@ def cmd_predict(args) -> int:
     if not files:
         raise HeadstartError(f"no images found in {', '.join(map(str, args.paths))}.")
     if args.out:
-        from .predict_io import require_pyarrow
+        from ..estimator.outputs import require_pyarrow
 
         require_pyarrow()  # before the (long) predictions
     if args.ray is not None:
-        importlib.import_module(".cli_ray", __package__).check_cluster(args)
+        cluster.check_cluster(args)
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
     task = clf.task_
     if args.sort_into and task.name not in ("binary", "multiclass"):
         raise HeadstartError(f"--sort-into copies images into one folder per predicted class; this model's task is "
                              f"{task.name}, which has no single class per image. Use --format csv instead.")
     if args.ray is not None:  # the cluster hashes, decodes and embeds; rows come back in order
-        rows = importlib.import_module(".cli_ray", __package__).predict_rows(args, clf, files)
+        rows = cluster.predict_rows(args, clf, files)
     else:
         rows = clf.predict_files(files, top_k=args.top_k)
     if args.out:
-        from .predict_io import write_parquet
+        from ..estimator.outputs import write_parquet
 
         if args.sort_into:
             rows = list(rows)
@@ -218,7 +217,7 @@ def cmd_predict(args) -> int:
         if failed:
             print(f"{failed} of {len(rows)} files could not be read (see ERROR lines)", file=sys.stderr)
     if args.sort_into:
-        from .predict_io import sort_into
+        from ..estimator.outputs import sort_into
 
         n = sort_into(rows, Path(args.sort_into))
         print(f"copied {n} images into {args.sort_into}/<label>/ (originals untouched)", file=sys.stderr)
@@ -254,16 +253,9 @@ def _print_skipped_rows(result) -> None:
             print(f"  ... and {len(skipped) - 10} more")
 
 
-def _write_json(path: str, payload) -> None:
-    from .artifact import _jsonable
-    from .paths import atomic_write_text
-
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_jsonable))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headstart", description=__doc__.split("\n")[0])
-    from . import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"headstart {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -303,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to predict (default auto: inferred from the targets, and the reason printed)")
     p.add_argument("--loss", choices=["auto", "mse", "huber"], default="auto",
                    help="continuous task: mse (default) or huber (robust to a few wrong targets)")
-    importlib.import_module(".cli_finetune", __package__).add_arguments(p)
-    importlib.import_module(".cli_ray", __package__).add_arguments(p, train=True)
+    finetune.add_arguments(p)
+    cluster.add_arguments(p, train=True)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
@@ -332,23 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
     p.add_argument("--quiet", action="store_true")
     _add_labels(p, targets=False)
-    importlib.import_module(".cli_ray", __package__).add_arguments(p)
+    cluster.add_arguments(p)
     p.set_defaults(run=cmd_predict)
 
     for module in EXTRA_COMMANDS:
-        importlib.import_module(module, __package__).register(sub)
+        module.register(sub)
     return parser
 
 
 # Modules that add their own commands: each has ``register(sub)`` that calls
 # ``sub.add_parser(...)`` and sets ``run``. They must import torch only inside the commands.
-EXTRA_COMMANDS = [
-    ".cli_lab",
-    ".cli_doctor",
-    ".cli_export",
-    ".serve.cli",
-    ".cli_ray",
-]
+EXTRA_COMMANDS = [lab, doctor, export, serve, cluster]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HeadstartError, NotFittedError
-from .estimator_end_to_end import EndToEndMixin
+from ..errors import HeadstartError, NotFittedError
+from .scratch import EndToEndMixin
 
 
 class ImageClassifier(EndToEndMixin):
@@ -68,7 +68,7 @@ class ImageClassifier(EndToEndMixin):
         two fits with one seed in one process start alike (as in two processes)."""
         import torch
 
-        from .backbones import create_backbone
+        from ..backbones import create_backbone
 
         torch.manual_seed(self.seed)
         return create_backbone(self.backbone, weights=self.weights, **options)
@@ -78,8 +78,8 @@ class ImageClassifier(EndToEndMixin):
         """Read ``data`` (a folder of class folders; or, with ``labels``, the images a CSV or a
         ``{path: target}`` dict lists relative to ``data``), compute (or reuse) features, train
         and evaluate the head. The task comes from the targets unless set with ``task=``."""
-        from .data.arrays import is_array_input
-        from .training.head import HeadConfig, select_and_fit
+        from ..data.arrays import is_array_input
+        from ..training.head import HeadConfig, select_and_fit
 
         if is_array_input(data):  # fit(X, y): images in memory (estimator_end_to_end.py)
             return self._fit_arrays(data, labels)
@@ -117,12 +117,12 @@ class ImageClassifier(EndToEndMixin):
         self.history_ = fit.history
         self.classes_ = list(self.task_.labels)
         self.scan_ = result
-        from .doctor import quick_check  # leaks and label conflicts, for train's one-line warning
+        from ..evaluation.doctor import quick_check  # leaks and label conflicts, for train's one-line warning
 
         self.data_check_ = quick_check(feats, [s.label for s in samples], list(split), [s.digest for s in samples])
         if self.task_.name in ("binary", "multiclass"):  # suspect labels among held-out validation images
-            from .doctor import find_suspects
-            from .training.head import predict_scores
+            from ..evaluation.doctor import find_suspects
+            from ..training.head import predict_scores
 
             val_scores = predict_scores(self.task_, self.head_, feats[va])
             suspects = find_suspects(val_scores, self.task_.index(list(y[va])), self.classes_,
@@ -174,7 +174,7 @@ class ImageClassifier(EndToEndMixin):
     def predict_images(self, images: Sequence[PIL.Image.Image], top_k: int = 5) -> list[dict]:  # noqa: F821
         """Like ``predict_files`` for images already decoded (e.g. uploads, via ``open_image``):
         one ``{"label", "probability", "top"}`` dict per image; no cache, no temporary files."""
-        from .data.transforms import preprocess
+        from ..data.transforms import preprocess
 
         self._check_fitted()
         if not images:
@@ -186,8 +186,8 @@ class ImageClassifier(EndToEndMixin):
         """``predict_images`` after preprocessing: one row per backbone input of ``x`` (N, C, H, W)
         (``data.transforms.preprocess`` of each image, stacked). ``engine``: a ``make_engine``
         engine to run the backbone with (the server's own threading); default the model's."""
-        from .engines import make_engine
-        from .training.head import predict_scores
+        from ..backbones.engines import make_engine
+        from ..training.head import predict_scores
 
         self._check_fitted()
         if engine is None:
@@ -208,7 +208,7 @@ class ImageClassifier(EndToEndMixin):
         """Full metrics on labelled data: a folder (all its images, or its test split when it
         has ``train/val/test`` folders), or the images a CSV / dict ``labels`` lists."""
         self._check_fitted()
-        from .data.arrays import is_array_input
+        from ..data.arrays import is_array_input
 
         if is_array_input(data):  # evaluate(X, y)
             return self._evaluate_arrays(data, labels)
@@ -228,7 +228,7 @@ class ImageClassifier(EndToEndMixin):
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the model folder (config.json + safetensors); atomic."""
-        from .artifact import ModelFolder, save_folder
+        from ..model.folder import ModelFolder, save_folder
 
         self._check_fitted()
         bb = self.backbone_
@@ -252,7 +252,7 @@ class ImageClassifier(EndToEndMixin):
         return self.use_cache and self.backbone_.pretrained
 
     def _features(self, paths, digests):
-        from .features import FeatureCache, extract_features
+        from ..features import FeatureCache, extract_features
 
         cache = FeatureCache() if self._caching else None
         try:
@@ -266,8 +266,8 @@ class ImageClassifier(EndToEndMixin):
         return ex.features, ex.failures
 
     def _scores(self, paths):
-        from .data.scan import file_sha256
-        from .training.head import predict_scores
+        from ..data.scan import file_sha256
+        from ..training.head import predict_scores
 
         self._check_fitted()
         paths = [Path(p) for p in paths]
@@ -285,7 +285,7 @@ class ImageClassifier(EndToEndMixin):
         return scores, failures
 
     def _evaluate_features(self, feats, labels, files) -> dict:
-        from .training.head import predict_scores
+        from ..training.head import predict_scores
 
         scores = predict_scores(self.task_, self.head_, feats)
         m = self.task_.metrics(scores, labels)
@@ -298,7 +298,7 @@ class ImageClassifier(EndToEndMixin):
         return m
 
     def _checked_scores(self, paths):
-        from .data.arrays import is_array_input
+        from ..data.arrays import is_array_input
 
         if is_array_input(paths):  # predict(X) / predict_proba(X) on images in memory
             return self._array_scores(paths)
@@ -312,8 +312,8 @@ class ImageClassifier(EndToEndMixin):
     def _read(self, data, labels, path_column, target_column, *, training: bool):
         """A folder scan, or the images and targets a CSV / dict lists (checked against the
         model's task when evaluating)."""
-        from .data.labels_csv import load_labels
-        from .data.scan import scan
+        from ..data.labels_csv import load_labels
+        from ..data.scan import scan
 
         val, test = (self.val_fraction, self.test_fraction) if training else (0.0, 0.0)
         if labels is None:
@@ -327,7 +327,7 @@ class ImageClassifier(EndToEndMixin):
 
     def _fit_task(self, result, targets):
         """The task, fitted on the training targets; says (verbose) which and why."""
-        from .tasks import infer_task, make_task
+        from ..tasks import infer_task, make_task
 
         task, reason = getattr(result, "task", None), getattr(result, "task_reason", "")
         if task is None and self.task == "auto":  # folder names are class names
@@ -379,11 +379,11 @@ def prediction_rows(task, paths: Sequence, scores: np.ndarray, failures: Sequenc
 
 def load(path: str | Path, *, engine: str = "auto", verbose: bool = False) -> ImageClassifier:
     """Load a model folder written by ``save`` (or ``headstart train``)."""
-    from .artifact import read_folder
-    from .backbones import backbone_from_spec
-    from .heads import Head
-    from .tasks import task_from_dict
-    from .training.head import HeadConfig
+    from ..model.folder import read_folder
+    from ..backbones import backbone_from_spec
+    from ..heads import Head
+    from ..tasks import task_from_dict
+    from ..training.head import HeadConfig
 
     folder = read_folder(path)
     c = folder.config
@@ -407,8 +407,8 @@ def load(path: str | Path, *, engine: str = "auto", verbose: bool = False) -> Im
 
 def _backbone_with_state(config: dict, folder):
     """A backbone whose weights live in the model folder (timm from a file, scratch, fine-tuned)."""
-    from .backbones import backbone_from_spec
-    from .backbones.timm_local import TimmBackbone
+    from ..backbones import backbone_from_spec
+    from ..backbones.timm_local import TimmBackbone
 
     spec = dict(config["backbone"])
     if spec["name"].startswith("scratch:") or spec["name"].startswith("efficientnet_lite"):

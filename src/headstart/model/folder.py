@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import HeadstartError
-from .paths import atomic_dir
+from ..errors import HeadstartError
+from ..paths import atomic_dir
 
 FORMAT = "headstart-model"
 FORMAT_VERSION = 1
@@ -45,7 +45,7 @@ def versions() -> dict:
     import numpy
     import timm
 
-    from . import __version__
+    from .._version import __version__
 
     return {"headstart": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "numpy": numpy.__version__, "python": platform.python_version()}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HeadstartError
-from .features import FeatureCache
+from ..errors import HeadstartError
+from . import FeatureCache
 
 INSTALL_HINT = "pip install 'headstart[cluster]'   (adds ray[data] and pyarrow)"
 SHARD_ROWS = 4096  # rows per Parquet shard
@@ -40,7 +40,7 @@ class ShardWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from .paths import atomic_path
+        from ..paths import atomic_path
 
         dim = len(rows[0][1])
         table = pa.table({

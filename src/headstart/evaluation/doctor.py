@@ -365,13 +365,13 @@ def warning_line(quick: dict, data: str) -> str | None:
 
 # ---- from a folder -----------------------------------------------------------------------
 
-def check_data(data: str | Path, *, model: str | Path | None = None, backbone: str = "efficientnet_lite0",
+def check_data(data: str | Path, *, backbone="efficientnet_lite0",
                val_fraction: float = 0.1, test_fraction: float = 0.1, folds: int = 5,
                near_threshold: float = NEAR_THRESHOLD, engine: str = "auto", use_cache: bool = True,
                verbose: bool = False, labels: str | Path | None = None, task: str = "auto",
                path_column: str | None = None, target_column: str | None = None) -> DoctorReport:
-    """Scan ``data`` (or read the CSV ``labels``) and run every check on its embeddings (the
-    backbone of ``model`` when given).
+    """Scan ``data`` (or read the CSV ``labels``) and run every check on its embeddings from
+    ``backbone`` (a name, or a backbone object, e.g. a loaded model's ``backbone_``).
 
     Splits are the ones ``train`` would use with the same fractions. Read-only on ``data``.
     With a CSV of a numeric or multilabel task the label checks (suspects, small and confused
@@ -380,13 +380,13 @@ def check_data(data: str | Path, *, model: str | Path | None = None, backbone: s
     import sys
     import time
 
-    from .backbones import create_backbone
-    from .data.scan import scan
-    from .features import FeatureCache, extract_features
+    from ..backbones import create_backbone
+    from ..data.scan import scan
+    from ..features import FeatureCache, extract_features
 
     t0 = time.perf_counter()
     if labels is not None:
-        from .data.labels_csv import load_labels
+        from ..data.labels_csv import load_labels
 
         result = load_labels(data, labels, task=task, path_column=path_column, target_column=target_column,
                              val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
@@ -394,12 +394,7 @@ def check_data(data: str | Path, *, model: str | Path | None = None, backbone: s
     else:
         result = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
         classes = True
-    if model is not None:
-        from .estimator import load
-
-        bb = load(model, engine=engine).backbone_
-    else:
-        bb = create_backbone(backbone)
+    bb = create_backbone(backbone) if isinstance(backbone, str) else backbone
     cache = FeatureCache() if use_cache and bb.pretrained else None  # a scratch CNN's key is not its weights
     try:
         ex = extract_features(bb, [s.path for s in result.samples], [s.digest for s in result.samples],

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import HeadstartError
+from ..errors import HeadstartError
 
 
 def add_arguments(p: argparse.ArgumentParser, train: bool = False) -> None:
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser, train: bool = False) -> None:
 
 
 def config(args: argparse.Namespace):
-    from .ray_jobs import RayConfig
+    from ..features.ray import RayConfig
 
     for name in ("num_workers", "cpus_per_worker"):
         if getattr(args, name) <= 0:
@@ -53,8 +53,8 @@ def config(args: argparse.Namespace):
 def embed_into_cache(backbone, paths, args, *, out=None, quiet: bool = False):
     """Run the Ray job over ``paths`` (the cached ones are hashed, not embedded); returns the
     ``RayExtraction`` without the (N, D) features, which stay in the cache."""
-    from .features import FeatureCache
-    from .ray_jobs import ray_extract, require_ray
+    from ..features import FeatureCache
+    from ..features.ray import ray_extract, require_ray
 
     cfg = config(args)
     require_ray()
@@ -77,7 +77,7 @@ def is_main_process() -> bool:
     """False on the ranks > 0 of a ``--distributed`` run (without importing torch otherwise)."""
     if "torch" not in sys.modules:
         return True
-    from .training.distributed import is_main_process as main
+    from ..training.distributed import is_main_process as main
 
     return main()
 
@@ -101,19 +101,19 @@ def before_train(args: argparse.Namespace, clf=None) -> dict:
                                  f"fine-tunes a pretrained one (--finetune [N]), with DistributedDataParallel; got "
                                  f"--backbone {args.backbone} without --finetune. A frozen backbone's head trains in "
                                  "seconds on one machine (use --ray for the features).")
-        from .training.distributed import init_from_env
+        from ..training.distributed import init_from_env
 
         rank, _ = init_from_env()
         if rank > 0 and clf is not None:
             clf.verbose = False
         if args.finetune is not None:  # the main job's features: each rank computes its share
-            from .cli_finetune import before_distributed
+            from .finetune import before_distributed
 
             before_distributed(args)
     if args.ray is None:
         return {}
-    from .backbones import create_backbone
-    from .ray_jobs import require_ray
+    from ..backbones import create_backbone
+    from ..features.ray import require_ray
 
     config(args)
     require_ray()  # before listing the files: say how to install at once
@@ -128,11 +128,11 @@ def before_train(args: argparse.Namespace, clf=None) -> dict:
 
 def _training_files(args: argparse.Namespace) -> list:
     """The files ``fit`` will read, listed without reading them (the workers hash them)."""
-    from .data.scan import find_images
+    from ..data.scan import find_images
 
     if not args.labels:
         return find_images([args.data])
-    from .data.labels_csv import listed_files
+    from ..data.labels_csv import listed_files
 
     try:
         return listed_files(args.data, args.labels, path_column=args.path_column)
@@ -140,7 +140,7 @@ def _training_files(args: argparse.Namespace) -> list:
         if not args.skip_bad_rows:
             raise
     # --skip-bad-rows: fit's own reading of the CSV leaves the bad rows out (it hashes here)
-    from .estimator import ImageClassifier
+    from ..estimator.classifier import ImageClassifier
 
     clf = ImageClassifier(task=args.task, loss=args.loss, skip_bad_rows=True)
     return [s.path for s in clf._read(args.data, args.labels, args.path_column, args.target_column,
@@ -149,7 +149,7 @@ def _training_files(args: argparse.Namespace) -> list:
 
 def check_cluster(args: argparse.Namespace) -> None:
     """Before any long work: the options, Ray installed, and a given address answering."""
-    from .ray_jobs import check_reachable, require_ray
+    from ..features.ray import check_reachable, require_ray
 
     cfg = config(args)
     require_ray()
@@ -160,8 +160,8 @@ def check_cluster(args: argparse.Namespace) -> None:
 def predict_rows(args: argparse.Namespace, clf, files):
     """``predict --ray``: ``clf.predict_files(files)``'s rows (a generator, in order), the features
     computed on the cluster (the workers hash the files too), the head applied here."""
-    from .features import FeatureCache
-    from .ray_jobs import ray_predict
+    from ..features import FeatureCache
+    from ..features.ray import ray_predict
 
     cfg = config(args)
     cache = FeatureCache()
@@ -173,10 +173,10 @@ def predict_rows(args: argparse.Namespace, clf, files):
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .features import FeatureCache
+    from ..features import FeatureCache
 
     if args.import_shards:
-        from .ray_shards import import_shards
+        from ..features.shards import import_shards
 
         cache = FeatureCache()
         try:
@@ -189,9 +189,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise HeadstartError("give DATA (a folder of images) to embed, or --import DIR to import Parquet shards.")
     if args.ray is None:
         args.ray = ""  # embed is the cluster command: a local Ray unless an address is given
-    from .backbones import create_backbone
-    from .data.scan import find_images
-    from .ray_jobs import require_ray
+    from ..backbones import create_backbone
+    from ..data.scan import find_images
+    from ..features.ray import require_ray
 
     config(args)
     require_ray()  # before listing the files: say how to install at once

@@ -35,26 +35,32 @@ def register(sub) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from .doctor import NEAR_THRESHOLD, check_data
-    from .errors import HeadstartError
+    from ..evaluation.doctor import NEAR_THRESHOLD, check_data
+    from ..errors import HeadstartError
 
     if args.folds < 2:
         raise HeadstartError(f"--folds must be at least 2, got {args.folds}. Use e.g. --folds 5.")
     near = NEAR_THRESHOLD if args.near is None else args.near
     if not 0 < near <= 1:
         raise HeadstartError(f"--near is a cosine similarity in (0, 1], got {args.near}. Use e.g. --near 0.92.")
-    report = check_data(args.data, model=args.model, backbone=args.backbone, val_fraction=args.val_fraction,
+    if args.model is not None:
+        from ..estimator import load
+
+        backbone = load(args.model, engine=args.engine).backbone_
+    else:
+        backbone = args.backbone
+    report = check_data(args.data, backbone=backbone, val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, folds=args.folds, near_threshold=near,
                         engine=args.engine, use_cache=not args.no_cache, verbose=not args.quiet,
                         labels=args.labels, task=args.task, path_column=args.path_column,
                         target_column=args.target_column)
     print(format_doctor(report, top=args.top))
     if args.json:
-        from .cli import _write_json
+        from .common import write_json
 
-        _write_json(args.json, report.to_dict())
+        write_json(args.json, report.to_dict())
     if args.report:
-        from .evaluation.html import render_doctor, write_html
+        from ..evaluation.html import render_doctor, write_html
 
         print(f"report written to {write_html(args.report, render_doctor(report))}")
     return 0

@@ -1,0 +1,1 @@
+"""The model folder (config.json + safetensors, no pickle) and its export to ONNX / TorchScript."""
