@@ -150,7 +150,7 @@ def main() -> int:
     import torch
 
     from headstart import ImageClassifier
-    from headstart.training.finetune import finetune_classifier
+    from headstart.estimator.finetune import finetune_classifier
 
     print(f"data {args.data}; {os.cpu_count()} CPU cores, CUDA {torch.cuda.is_available()}, "
           f"load average {os.getloadavg()[0]:.1f} at start (machine shared with other jobs)", flush=True)

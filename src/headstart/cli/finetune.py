@@ -107,7 +107,8 @@ def run(clf, args: argparse.Namespace) -> None:
     ``--ray``: the loop runs on Ray Train workers (``finetune_distributed.ray_loop``)."""
     import shutil
 
-    from ..training.finetune import FinetuneConfig, finetune_classifier
+    from ..estimator.finetune import finetune_classifier
+    from ..training.finetune import FinetuneConfig
 
     config = FinetuneConfig(stages=args.finetune, epochs=args.finetune_epochs, seed=args.seed)
     dist = loop = None

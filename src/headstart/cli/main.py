@@ -195,7 +195,7 @@ def cmd_predict(args) -> int:
         cluster.check_cluster(args)
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
     task = clf.task_
-    if args.sort_into and task.name not in ("binary", "multiclass"):
+    if args.sort_into and not task.has_classes:
         raise HeadstartError(f"--sort-into copies images into one folder per predicted class; this model's task is "
                              f"{task.name}, which has no single class per image. Use --format csv instead.")
     if args.ray is not None:  # the cluster hashes, decodes and embeds; rows come back in order

@@ -70,7 +70,7 @@ class LabelsResult:
 
     @property
     def labels(self) -> list[str]:
-        return sorted({s.label for s in self.samples}) if self.task.name in ("binary", "multiclass") else []
+        return sorted({s.label for s in self.samples}) if self.task.has_classes else []
 
     def subset(self, split: str) -> list[Sample]:
         if split not in SPLITS:
@@ -273,7 +273,7 @@ def _fmt(x: float) -> str:
 def _check_column(source: str, column: str, task: Task, values: list[str]) -> None:
     """Whole-column problems that mean the wrong column or the wrong task."""
     cells = [v for v in values if v.strip()]
-    if task.name in ("binary", "multiclass"):
+    if task.has_classes:
         distinct = set(cells)
         if len(distinct) > MAX_CLASSES and len(distinct) > 0.5 * len(cells):
             numeric = sum(_number(v) is not None for v in cells) >= 0.9 * len(cells)

@@ -120,7 +120,7 @@ class ImageClassifier(EndToEndMixin):
         from ..evaluation.doctor import quick_check  # leaks and label conflicts, for train's one-line warning
 
         self.data_check_ = quick_check(feats, [s.label for s in samples], list(split), [s.digest for s in samples])
-        if self.task_.name in ("binary", "multiclass"):  # suspect labels among held-out validation images
+        if self.task_.has_classes:  # suspect labels among held-out validation images
             from ..evaluation.doctor import find_suspects
             from ..training.head import predict_scores
 
@@ -291,7 +291,7 @@ class ImageClassifier(EndToEndMixin):
         m = self.task_.metrics(scores, labels)
         m["task"] = self.task_.name
         m["worst"] = self.task_.worst(scores, labels, files)
-        if hasattr(self.task_, "predict_values") and self.task_.name in ("continuous", "count"):
+        if self.task_.numeric:
             # every (true, predicted) pair, for the HTML report's scatter and residual plots
             m["values"] = {"true": [float(v) for v in self.task_.values(labels)],
                            "predicted": [float(v) for v in self.task_.predict_values(scores)]}

@@ -390,7 +390,7 @@ def check_data(data: str | Path, *, backbone="efficientnet_lite0",
 
         result = load_labels(data, labels, task=task, path_column=path_column, target_column=target_column,
                              val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
-        classes = result.task.name in ("binary", "multiclass")
+        classes = result.task.has_classes
     else:
         result = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
         classes = True

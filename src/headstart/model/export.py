@@ -358,7 +358,7 @@ def _images_per_s(path: Path, x: np.ndarray, repeats: int = 3) -> float:
 
 def _test_accuracy_change(clf, int8_path: Path, log) -> dict:
     """Accuracy of the fp32 PyTorch predictor and of the int8 file on the data's test split."""
-    samples = _data_samples(clf, "test") if hasattr(clf.task_, "predicted_index") else []
+    samples = _data_samples(clf, "test") if clf.task_.has_classes else []
     if not samples:
         log("int8: accuracy change not measured (needs a classifier and its data folder, "
             "config.json training.data, with a test split).")

@@ -16,6 +16,8 @@ LABEL_SEP = "|"  # separates the labels of one image in a multilabel cell
 class Task:
     name: ClassVar[str]
     labels: list[str]
+    has_classes: ClassVar[bool] = False           # one class per image (binary, multiclass)
+    numeric: ClassVar[bool] = False               # a number per image (continuous, count)
     headline: ClassVar[str] = "accuracy"          # the metric ``ImageClassifier.score`` returns
     selection_name: ClassVar[str] = "accuracy"    # what ``selection_score`` measures, in words
 

@@ -16,6 +16,7 @@ class Multiclass(Task):
     """One of several classes: softmax output, cross-entropy loss."""
 
     name = "multiclass"
+    has_classes = True
 
     def __init__(self, labels: Sequence[str] = ()):
         self.labels = list(labels)

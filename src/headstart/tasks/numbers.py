@@ -18,6 +18,7 @@ class Continuous(Task):
     squared error or, with ``loss="huber"``, the Huber loss (robust to a few wrong targets)."""
 
     name = "continuous"
+    numeric = True
     headline = "r2"
     selection_name = "R^2"
     LOSSES = ("mse", "huber")
@@ -99,6 +100,7 @@ class Count(Task):
     from the Poisson distribution with that mean."""
 
     name = "count"
+    numeric = True
     headline = "d2_poisson"
     selection_name = "fraction of Poisson deviance explained"
     LEVEL = 0.9
