@@ -41,7 +41,7 @@ def parse_recipe(text: str):
     return FinetuneConfig(**kw)
 
 
-def full_finetune_seconds_per_image(clf, n: int = 64, batch: int = 32) -> float:
+def full_finetune_seconds_per_image(clf, samples, n: int = 64, batch: int = 32) -> float:
     """One optimiser step per batch through the whole backbone + head, images decoded and
     augmented on the fly (what a full fine-tune does every epoch)."""
     import numpy as np
@@ -50,7 +50,7 @@ def full_finetune_seconds_per_image(clf, n: int = 64, batch: int = 32) -> float:
     from headstart.features import load_batches
     from headstart.training.end_to_end import EndToEndConfig, augment
 
-    train = [s.path for s in clf.scan_.samples if s.split == "train"][:n]
+    train = [s.path for s in samples if s.split == "train"][:n]
     model = torch.nn.Sequential(clf.backbone_, clf.head_)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -88,8 +88,7 @@ def estimate(args) -> int:
     clf = ImageClassifier()
     clf.backbone_ = create_backbone()
     clf.head_ = Head(clf.backbone_.feature_dim, len(r.labels))
-    clf.scan_ = type("S", (), {"samples": sub})()
-    full = full_finetune_seconds_per_image(clf, len(sub))
+    full = full_finetune_seconds_per_image(clf, sub, len(sub))
     first = len(clf.backbone_.stages()) - cfg.stages
     t = time.perf_counter()
     activations(clf.backbone_, first, [s.path for s in sub], [s.digest + "-estimate" + str(time.time()) for s in sub],
@@ -145,12 +144,11 @@ def main() -> int:
     if args.estimate:
         return estimate(args)
 
-    import copy
-
     import torch
 
     from headstart import ImageClassifier
-    from headstart.estimator.finetune import finetune_classifier
+    from headstart.estimator.finetune import finetune_fitted
+    from headstart.estimator.fitted import Fitted
 
     print(f"data {args.data}; {os.cpu_count()} CPU cores, CUDA {torch.cuda.is_available()}, "
           f"load average {os.getloadavg()[0]:.1f} at start (machine shared with other jobs)", flush=True)
@@ -158,26 +156,26 @@ def main() -> int:
     clf = ImageClassifier().fit(args.data)
     t_frozen = time.perf_counter() - t
     acc_frozen = clf.metrics_["test"]["accuracy"]
-    n_train = sum(s.split == "train" for s in clf.scan_.samples)
+    n_train = sum(s.split == "train" for s in clf.dataset_.samples)
     print(f"frozen head: test accuracy {acc_frozen:.4f}, {t_frozen:.0f} s (features from cache where present)",
           flush=True)
 
     recipes = [parse_recipe(r) for r in args.recipe] or [parse_recipe("")]
     rows = []
     for cfg in recipes:
-        c = copy.copy(clf)
-        c.metrics_ = dict(clf.metrics_)
+        c = Fitted(clf.backbone_, clf.head_, clf.task_, clf.head_config_, clf.history_, dict(clf.metrics_),
+                   clf.fit_info_, clf.dataset_, clf.skipped_)
         t = time.perf_counter()
-        r = finetune_classifier(c, cfg, log=lambda m: print(m, flush=True))
+        r = finetune_fitted(c, cfg, clf._features, log=lambda m: print(m, flush=True))
         dt = time.perf_counter() - t
-        acc = c.metrics_["test"]["accuracy"]
+        acc = c.metrics["test"]["accuracy"]
         rows.append((cfg, r, acc, dt))
         print(f"fine-tune {cfg}: validation {r.val_score_start:.4f} -> {r.val_score:.4f} (best epoch "
               f"{r.best_epoch}), test {acc_frozen:.4f} -> {acc:.4f} ({100 * (acc - acc_frozen):+.2f} points), "
               f"{dt:.0f} s ({r.seconds_cache:.0f} s activations; under 1 s = read from the cache), "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    per_img = full_finetune_seconds_per_image(clf, args.full_subset)
+    per_img = full_finetune_seconds_per_image(clf, clf.dataset_.samples, args.full_subset)
     print(f"\nfull fine-tune: {per_img * 1000:.0f} ms per training image per epoch, measured on "
           f"{args.full_subset} images and extrapolated to {n_train} images", flush=True)
     print(f"\n{'recipe':<60} {'test':>7} {'gain':>7} {'time s':>7} {'full s':>7} {'ratio':>6}")

@@ -79,7 +79,7 @@ def main() -> int:
 
         t = time.perf_counter()
         lab = headstart.ImageClassifier(seed=args.seed, verbose=True).fit(args.data, path, target_column="label")
-        test = [s for s in lab.scan_.samples if s.split == "test"]
+        test = [s for s in lab.dataset_.samples if s.split == "test"]
         proba = lab.predict_proba([s.path for s in test])
         digits = np.array([float(d) for d in lab.classes_])
         y = np.array([float(s.label) for s in test])

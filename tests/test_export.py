@@ -24,9 +24,9 @@ def _reference(model_dir, x):
 
 @pytest.fixture(scope="module")
 def check_batch(trained_model):
-    from headstart import load
+    from headstart.model.folder import load_model
 
-    x, source = ex.check_images(load(trained_model[0]))
+    x, source = ex.check_images(load_model(trained_model[0]))
     assert source.startswith("images from"), source  # real images, not the random fallback
     return x
 

@@ -3,27 +3,33 @@
 >>> import headstart
 >>> clf = headstart.ImageClassifier().fit("photos/")   # doctest: +SKIP
 >>> clf.save("model/")                                  # doctest: +SKIP
->>> headstart.load("model/").predict(["new.jpg"])       # doctest: +SKIP
+>>> headstart.load("model/").predict("new/")            # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .errors import HeadstartError, NotFittedError
-from .estimator.classifier import ImageClassifier, ImagePredictor, load
 
-__all__ = ["HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "__version__", "load",
-           "create_backbone", "list_backbones", "scan"]
+if TYPE_CHECKING:
+    from .backbones import create_backbone, list_backbones
+    from .data import Dataset, read_dataset, scan
+    from .estimator import ImageClassifier, ImagePredictor, load
+
+__all__ = ["Dataset", "HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "__version__",
+           "create_backbone", "list_backbones", "load", "read_dataset", "scan"]
+
+# Heavy modules (torch, scikit-learn) load on first use, so `import headstart` and `--help` stay fast.
+_LAZY = {"ImageClassifier": "estimator", "ImagePredictor": "estimator", "load": "estimator",
+         "create_backbone": "backbones", "list_backbones": "backbones",
+         "Dataset": "data", "read_dataset": "data", "scan": "data"}
 
 
 def __getattr__(name: str):
-    # Heavy modules (torch, timm) load on first use, so `import headstart` and `--help` stay fast.
-    if name in ("create_backbone", "list_backbones"):
-        from . import backbones
+    if name in _LAZY:
+        import importlib
 
-        return getattr(backbones, name)
-    if name == "scan":
-        from .data.scan import scan
-
-        return scan
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'headstart' has no attribute {name!r}")

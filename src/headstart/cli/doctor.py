@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..backbones import DEFAULT_BACKBONE
+from .common import ENGINES
+
 
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="find likely wrong labels, duplicates, train/test leaks and outliers (read-only)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="folder: DATA/<class>/* or DATA/{train,val,test}/<class>/*")
-    p.add_argument("--model", metavar="MODEL_DIR", help="use this model's backbone (default: efficientnet_lite0)")
-    p.add_argument("--backbone", default="efficientnet_lite0", help="backbone when no --model is given")
+    p.add_argument("--model", metavar="MODEL_DIR", help=f"use this model's backbone (default: {DEFAULT_BACKBONE})")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone when no --model is given")
     p.add_argument("--labels", metavar="CSV", help="targets from a CSV (paths relative to DATA), as for train")
     p.add_argument("--task", default="auto", help="as for train: the task of the --labels CSV (default: inferred)")
     p.add_argument("--path-column", help="as for train")
@@ -28,15 +31,15 @@ def register(sub) -> None:
     p.add_argument("--report", metavar="FILE", help="write an HTML page with thumbnails")
     p.add_argument("--val-fraction", type=float, default=0.1, help="as for train: where DATA has no val folder")
     p.add_argument("--test-fraction", type=float, default=0.1, help="as for train: where DATA has no test folder")
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from ..evaluation.doctor import NEAR_THRESHOLD, check_data
     from ..errors import HeadstartError
+    from ..evaluation.doctor import NEAR_THRESHOLD, check_data
 
     if args.folds < 2:
         raise HeadstartError(f"--folds must be at least 2, got {args.folds}. Use e.g. --folds 5.")

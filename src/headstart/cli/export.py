@@ -17,9 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse to export unless the model's recorded test accuracy is at least X (e.g. 0.9)")
     p.add_argument("--quantize", choices=["int8"],
                    help="ONNX only: int8 weights and activations (static, calibrated on training images "
-                        "when the data folder is available; dynamic otherwise); reports the accuracy change. "
-                        "On clothing-small (2-core CPU): 3.5x smaller, 1.3x faster, -3.2 points of test "
-                        "accuracy: worth it only where file size matters most")
+                        "when the data folder is available; dynamic otherwise); reports the size, speed and "
+                        "accuracy change, which can cost points: worth it where file size matters most")
 
 
 def run(args: argparse.Namespace) -> int:

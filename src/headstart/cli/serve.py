@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import HeadstartError
+from .common import ENGINES
 
 TOKEN_ENV = "HEADSTART_TOKEN"
 
@@ -34,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to receive a request and answer it, else 408 (default 30)")
     p.add_argument("--work-dir", help="folder for teach jobs (default: a temporary folder removed at exit)")
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
     p.set_defaults(run=cmd_serve)
 
 

@@ -1,7 +1,8 @@
-"""Data in: decoding images, scanning a folder, the stable split and preprocessing."""
+"""Data in: decoding images, reading a folder or a CSV into a ``Dataset``, the stable split and preprocessing."""
 
 from __future__ import annotations
 
+from .dataset import BadFile, Dataset, DuplicateGroup, RowProblem, Sample
 from .images import (
     BAD_REASONS,
     IMAGE_EXTENSIONS,
@@ -12,21 +13,14 @@ from .images import (
     is_image_path,
     open_image,
 )
-from .scan import (
-    BadFile,
-    DuplicateGroup,
-    Sample,
-    ScanResult,
-    file_sha256,
-    find_images,
-    scan,
-)
+from .read import read_dataset
+from .scan import file_sha256, find_images, scan
 from .split import SPLITS, assign_split, check_fractions
 from .transforms import Preprocess, preprocess
 
 __all__ = [
     "BAD_REASONS", "IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "SPLITS",
-    "BadFile", "DuplicateGroup", "ImageDecodeError", "Preprocess", "Sample", "ScanResult",
+    "BadFile", "Dataset", "DuplicateGroup", "ImageDecodeError", "Preprocess", "RowProblem", "Sample",
     "assign_split", "check_fractions", "file_sha256", "find_images", "image_problem",
-    "is_image_path", "open_image", "preprocess", "scan",
+    "is_image_path", "open_image", "preprocess", "read_dataset", "scan",
 ]

@@ -9,6 +9,7 @@ itself (like the folder split, adding images never moves old ones).
 from __future__ import annotations
 
 import hashlib
+
 import numpy as np
 
 from ..errors import HeadstartError

@@ -23,13 +23,13 @@ import os
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .scan import BadFile, Sample, _Candidate, _check_files, _check_root
-from .split import SPLITS, assign_split, check_fractions
 from ..errors import HeadstartError
 from ..tasks import LABEL_SEP, Task, make_task
+from .dataset import Dataset, RowProblem
+from .scan import _Candidate, _check_files, _check_root
+from .split import assign_split, check_fractions
 
 TARGET_COLUMNS = ("label", "target", "count", "value")
 MAX_CLASSES = 100  # more distinct names than this, in over half the rows: probably not classes
@@ -38,66 +38,10 @@ _CLASS_NAME = re.compile(r"label|class|category|species|kind|type", re.IGNORECAS
 _SHOW = 20  # problems of one kind listed in a message (missing files: all of them)
 
 
-@dataclass(frozen=True)
-class RowProblem:
-    """A row that cannot be used, and why."""
-
-    line: int  # line number in the CSV (the header is line 1)
-    path: str  # the path cell as written
-    reason: str  # "missing file", "duplicate row", "conflicting duplicate", "bad target", "no path"
-    detail: str
-
-    def describe(self) -> str:
-        return f"line {self.line}: {self.path!r}: {self.detail}"
-
-
-@dataclass
-class LabelsResult:
-    """What ``load_labels`` found; shaped like ``ScanResult`` where the pipeline needs it."""
-
-    root: Path
-    source: str  # the CSV file, or "<mapping>"
-    path_column: str
-    target_column: str
-    task: Task  # unfitted when training (fit it on the training split); the model's when evaluating
-    task_reason: str  # why this task, in words
-    samples: list[Sample]  # good files only, sorted by rel
-    bad: list[BadFile]  # listed files that are not readable images (skipped, as scan does)
-    skipped_rows: list[RowProblem]  # only with skip_bad_rows
-    notes: list[str] = field(default_factory=list)
-    layout: str = "csv"
-    duplicates: list = field(default_factory=list)
-
-    @property
-    def labels(self) -> list[str]:
-        return sorted({s.label for s in self.samples}) if self.task.has_classes else []
-
-    def subset(self, split: str) -> list[Sample]:
-        if split not in SPLITS:
-            raise HeadstartError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-        return [s for s in self.samples if s.split == split]
-
-    def describe(self) -> str:
-        by_split = Counter(s.split for s in self.samples)
-        lines = [f"found {len(self.samples)} images listed in {self.source} (path column {self.path_column!r}, "
-                 f"target column {self.target_column!r}): " + ", ".join(f"{k} {by_split[k]}" for k in SPLITS)]
-        if self.bad:
-            lines.append(f"  {len(self.bad)} listed files are not readable images; skipped")
-        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """label -> split -> n for classes; a single row ``"all"`` for other tasks."""
-        keys = self.labels or ["all"]
-        out = {k: dict.fromkeys(SPLITS, 0) for k in keys}
-        for s in self.samples:
-            out[s.label if self.labels else "all"][s.split] += 1
-        return out
-
-
 def load_labels(data: str | Path, labels: str | Path | Mapping, *, task: str | Task = "auto",
                 loss: str = "auto", path_column: str | None = None, target_column: str | None = None,
                 val_fraction: float = 0.1, test_fraction: float = 0.1, skip_bad_rows: bool = False,
-                deep: bool = False, progress: bool = False) -> LabelsResult:
+                deep: bool = False, progress: bool = False) -> Dataset:
     """Read the images listed in ``labels`` (a CSV file, or a mapping path -> target), with paths
     relative to ``data``, choose the task (or check the rows against the one given) and split.
 
@@ -142,8 +86,8 @@ def load_labels(data: str | Path, labels: str | Path | Mapping, *, task: str | T
                      + "; ".join(p.describe() for p in problems[:5]) + (" ..." if len(problems) > 5 else ""))
     if training:
         _check_column(source, tcol, chosen, [s.label for s in samples])
-    return LabelsResult(root=root, source=source, path_column=pcol, target_column=tcol, task=chosen,
-                        task_reason=reason, samples=samples, bad=bad, skipped_rows=problems, notes=notes)
+    return Dataset(root=root, layout="csv", samples=samples, bad=bad, notes=notes, source=source, task=chosen,
+                   task_reason=reason, path_column=pcol, target_column=tcol, skipped_rows=problems)
 
 
 def listed_files(data: str | Path, labels: str | Path, *, path_column: str | None = None) -> list[Path]:

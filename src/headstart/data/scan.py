@@ -18,16 +18,17 @@ import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .images import IMAGE_EXTENSIONS, image_problem, is_image_path
-from .split import SPLITS, assign_split, check_fractions
 from ..errors import HeadstartError
+from .dataset import BadFile, Dataset, DuplicateGroup, Sample
+from .images import IMAGE_EXTENSIONS, image_problem, is_image_path
+from .split import assign_split, check_fractions
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val",
                   "test": "test"}
@@ -44,64 +45,6 @@ _LAYOUT_HELP = """one sub-folder per class:
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One good image: where it is, its class, its split and its content digest."""
-
-    path: Path  # absolute
-    rel: str  # posix path relative to the scanned root, e.g. "train/cat/1.jpg"
-    label: str
-    split: str  # "train" | "val" | "test"
-    digest: str  # sha256 hex of the file's bytes
-
-
-@dataclass(frozen=True)
-class BadFile:
-    """A file with an image extension that can't be used, and why."""
-
-    path: Path
-    rel: str
-    reason: str  # a BAD_REASONS key, e.g. "truncated"
-    detail: str  # what happened, in words
-
-
-@dataclass
-class DuplicateGroup:
-    """Files with exactly the same bytes."""
-
-    rels: list[str]
-    labels: list[str]
-    splits: list[str]
-    spans_classes: bool  # the same picture carries different labels
-    spans_splits: bool  # the same picture is in, e.g., train and test (a leak)
-
-
-@dataclass
-class ScanResult:
-    """What ``scan`` found; ``notes`` holds plain-language remarks for the user."""
-
-    root: Path
-    layout: str  # "classes" or "splits"
-    samples: list[Sample]  # good files only, sorted by rel
-    bad: list[BadFile]
-    duplicates: list[DuplicateGroup]
-    labels: list[str]  # sorted class names with at least one good sample
-    notes: list[str] = field(default_factory=list)
-
-    def subset(self, split: str) -> list[Sample]:
-        """The samples of one split ("train", "val" or "test")."""
-        if split not in SPLITS:
-            raise HeadstartError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-        return [s for s in self.samples if s.split == split]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """label -> split -> number of good samples (every split listed, zeros included)."""
-        out = {label: dict.fromkeys(SPLITS, 0) for label in self.labels}
-        for s in self.samples:
-            out[s.label][s.split] += 1
-        return out
-
-
-@dataclass(frozen=True)
 class _Candidate:
     path: Path
     rel: str
@@ -110,7 +53,7 @@ class _Candidate:
 
 
 def scan(root: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
-         deep: bool = False, progress: bool = False) -> ScanResult:
+         deep: bool = False, progress: bool = False) -> Dataset:
     """Find the labelled images under ``root``, check them and give each a stable split.
 
     ``deep=False`` checks headers only (fast); ``deep=True`` decodes every image.
@@ -124,11 +67,11 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 
     notes: list[str] = []
     layout, candidates = _collect(root, val_fraction, test_fraction, notes)
     samples, bad = _check_files(candidates, deep=deep, progress=progress)
-    labels = _check_labels(root, candidates, samples, bad, notes)
+    _check_labels(root, candidates, samples, bad, notes)
     if layout == "splits":
         _note_unseen_labels(samples, notes)
-    return ScanResult(root=root, layout=layout, samples=samples, bad=bad,
-                      duplicates=_duplicates(samples), labels=labels, notes=notes)
+    return Dataset(root=root, layout=layout, samples=samples, bad=bad, duplicates=_duplicates(samples),
+                   notes=notes, source=str(root))
 
 
 def find_images(paths: Sequence[str | Path]) -> list[Path]:

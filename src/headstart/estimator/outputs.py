@@ -1,15 +1,26 @@
-"""Where predictions go besides the screen: copies of the images sorted into one folder per
-label (never moves or overwrites anything), and a Parquet file of the rows."""
+"""Predictions as rows (one dict per file, in input order), and where they go besides the
+screen: copies of the images sorted into one folder per label (never moves or overwrites
+anything), and a Parquet file of the rows."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import HeadstartError
 
 PARQUET_ROWS = 10_000  # rows per row group: memory stays flat however many files
+
+
+def prediction_rows(task, paths: Sequence, scores, failures: Sequence, top_k: int) -> list[dict]:
+    """One row per path, in order: ``{"file", **the task's decoded scores}``, or ``{"file",
+    "error", "reason"}`` for the paths ``failures`` name (``Failure.index`` into ``paths``).
+    ``scores`` holds the rows of the other paths only, in order."""
+    failed = {f.index: f for f in failures}
+    decoded = iter(task.decode(scores, top_k) if len(scores) else [])
+    return [{"file": str(p), "error": failed[i].detail, "reason": failed[i].reason} if i in failed
+            else {"file": str(p), **next(decoded)} for i, p in enumerate(paths)]
 
 
 def sort_into(rows: list[dict], out: Path) -> int:

@@ -142,8 +142,6 @@ def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[st
     >>> ex.features.shape
     (1, 1904)
     """
-    from ..backbones.engines import make_engine
-
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
     out = np.full((len(paths), backbone.feature_dim), np.nan, dtype=np.float32)
@@ -160,14 +158,13 @@ def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[st
     failures: list[Failure] = []
     if todo:
         p = backbone.preprocess
-        shape = (p.channels, p.input_size, p.input_size)
         lanes = lanes_for(engine)
         todo_paths = [paths[i] for i in todo]
         if lanes:
-            run = make_engine(backbone, key, shape, prefer="onnxruntime", threads=1, spin=False)
+            run = backbone.engine(prefer="onnxruntime", threads=1, spin=False)
             batches = embed_in_lanes(todo_paths, p, min(batch_size, LANE_BATCH), run, lanes)
         else:
-            run = make_engine(backbone, key, shape, prefer=engine)
+            run = backbone.engine(prefer=engine)
             batches = ((idx, run(batch) if len(idx) else batch, fails)
                        for idx, batch, fails in load_batches(todo_paths, p, batch_size))
         bar = _progress(len(todo), "features", progress)

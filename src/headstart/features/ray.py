@@ -8,7 +8,7 @@ The driver needs the file paths only; every file is read once, on a worker::
         │  the same bytes (failures: state FAILED, reason, detail, as on one machine)
         ──map_batches(_Embedder, concurrency=workers)──▶ index, digest, state, vector      (actor pool)
         ──iter_batches on the driver──▶ one progress bar; FeatureCache rows (+ Parquet shards with --out);
-                                        ``ray_predict``: the head on each batch, rows in input order
+                                        ``ray_feature_batches``: in input order, for prediction
 
 Rows are keyed as on one machine (backbone ``cache_key``, sha256 of the file), so a later
 single-machine ``train`` or ``predict`` reuses what the cluster computed, and a second run
@@ -18,7 +18,6 @@ Ray Data retries a task whose worker dies and restarts a dead actor, so one lost
 not lose the job.
 
 >>> ex = ray_extract(create_backbone(), paths, cache=FeatureCache())   # doctest: +SKIP
->>> rows = list(ray_predict(load("model/"), paths, cache=FeatureCache()))   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +52,7 @@ class RayConfig:
     gpus_per_worker: float = 0.0
     batch_size: int = 32
     local_cpus: int | None = None  # a local Ray's CPUs (default: this machine's)
+    train_workers: int = 2         # Ray Train workers of a fine-tune (each cpus_per_worker, gpus_per_worker)
 
 
 def require_ray():
@@ -172,24 +172,11 @@ class _Embedder:
         import ray
         import torch
 
-        from ..backbones.engines import TorchEngine, _export_once
-
-        backbone, threads = self.backbone, self.threads
+        backbone = self.backbone
         if isinstance(backbone, ray.ObjectRef):  # passed by reference: the driver holds it for the job
             backbone = ray.get(backbone)
-        torch.set_num_threads(threads)
-        p = backbone.preprocess
-        if self.engine == "torch" or (self.engine == "auto" and torch.cuda.is_available()):
-            return TorchEngine(backbone)
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        path = _export_once(backbone, backbone.cache_key, (p.channels, p.input_size, p.input_size))
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: np.ascontiguousarray(x)})[0]
+        torch.set_num_threads(self.threads)
+        return backbone.engine(prefer=self.engine, threads=self.threads)
 
     def __call__(self, batch: dict) -> dict:
         if self.die_once and not os.path.exists(self.die_once):
@@ -301,7 +288,7 @@ def ray_extract(backbone, paths: Sequence[str | Path], *, config: RayConfig = Ra
     if writer is not None:
         writer.close()
     if lost:  # in the cache when the job started, gone when read back (rare): computed here
-        from . import extract_features
+        from .extract import extract_features
 
         again = extract_features(backbone, [paths[i] for i in lost], [digests[i] for i in lost], cache=cache,
                                  engine=engine)
@@ -313,19 +300,16 @@ def ray_extract(backbone, paths: Sequence[str | Path], *, config: RayConfig = Ra
                          time.perf_counter() - t0, digests)
 
 
-def ray_predict(clf, paths: Sequence[str | Path], *, config: RayConfig = RayConfig(), cache: FeatureCache | None = None,
-                engine: str = "auto", top_k: int = 5, progress: bool = False) -> Iterator[dict]:
-    """``clf.predict_files(paths, top_k)``'s rows, in the same order, with the features computed
-    on a Ray cluster (hashing included) and the head applied on the driver batch by batch, so
-    its memory stays flat. Rows come as the cluster finishes them (a generator)."""
-    from ..estimator.classifier import prediction_rows
-    from . import extract_features
-    from ..training.head import predict_scores
-
+def ray_feature_batches(backbone, paths: Sequence[str | Path], *, config: RayConfig = RayConfig(),
+                        cache: FeatureCache | None = None, engine: str = "auto", progress: bool = False
+                        ) -> Iterator[tuple[list[int], np.ndarray, list[Failure]]]:
+    """The features of ``paths`` batch by batch, in input order, computed on a Ray cluster
+    (hashing included): ``(indices, features of the readable ones (n, D), failures)`` with
+    ``Failure.index`` into ``paths``; new vectors go into ``cache``. Memory stays flat."""
     paths = [Path(p) for p in paths]
-    key, task = clf.backbone_.cache_key, clf.task_
+    key = backbone.cache_key
     digests = [""] * len(paths)
-    for b in ray_batches(clf.backbone_, paths, config=config, cache=cache, engine=engine, progress=progress,
+    for b in ray_batches(backbone, paths, config=config, cache=cache, engine=engine, progress=progress,
                          in_order=True):
         failures: list[Failure] = []
         computed = _apply(b, digests, failures, paths)
@@ -338,15 +322,15 @@ def ray_predict(clf, paths: Sequence[str | Path], *, config: RayConfig = RayConf
         feats.update({i: hit[digests[i]] for i in cached if digests[i] in hit})
         missing = [i for i in cached if digests[i] not in hit]
         if missing:  # in the cache when the job started, gone now (rare): computed here
-            again = extract_features(clf.backbone_, [paths[i] for i in missing], engine=engine)
+            from .extract import extract_features
+
+            again = extract_features(backbone, [paths[i] for i in missing], engine=engine)
             feats.update({i: again.features[j] for j, i in enumerate(missing) if again.ok[j]})
             failures += [Failure(missing[f.index], f.path, f.reason, f.detail) for f in again.failures]
         failed = {f.index for f in failures}
         good = [i for i in index if i not in failed]
-        scores = predict_scores(task, clf.head_, np.stack([feats[i] for i in good])) if good else np.zeros((0,))
-        position = {i: j for j, i in enumerate(index)}
-        yield from prediction_rows(task, [paths[i] for i in index], scores,
-                                   [replace(f, index=position[f.index]) for f in failures], top_k)
+        matrix = np.stack([feats[i] for i in good]) if good else np.zeros((0, backbone.feature_dim), np.float32)
+        yield index, matrix, sorted(failures, key=lambda f: f.index)
 
 
 def _apply(b: dict, digests: list[str], failures: list[Failure], paths: list[Path]) -> list[tuple[int, str, np.ndarray]]:

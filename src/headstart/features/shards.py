@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HeadstartError
-from . import FeatureCache
+from .cache import FeatureCache
 
 INSTALL_HINT = "pip install 'headstart[cluster]'   (adds ray[data] and pyarrow)"
 SHARD_ROWS = 4096  # rows per Parquet shard

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backbones import DEFAULT_BACKBONE
 from ..errors import HeadstartError
 
 TILE = 72           # px per map / filter tile
@@ -47,8 +48,7 @@ def compute_feature_maps(backbone, img, maps_per_stage: int = MAPS_PER_STAGE) ->
         raise HeadstartError(
             f"backbone {backbone.name!r} has no convolution layers, so it has no feature maps "
             "or filters to show. Use a model with conv layers, e.g. one trained with "
-            '--backbone "scratch:conv32-bn-relu-maxpool,conv64-bn-relu-gap" or the default '
-            "efficientnet_lite0")
+            f'--backbone "scratch:conv32-bn-relu-maxpool,conv64-bn-relu-gap" or the default {DEFAULT_BACKBONE}')
     stages = backbone.stages()
     picks = sorted({0, len(stages) // 2, len(stages) - 1})
     captured: dict[int, torch.Tensor] = {}
@@ -90,15 +90,23 @@ def compute_feature_maps(backbone, img, maps_per_stage: int = MAPS_PER_STAGE) ->
         title = (f"{names[i]}: stage {i + 1} of {len(stages)}, {fmap.shape[0]} maps of "
                  f"{fmap.shape[1]}x{fmap.shape[2]} (the {len(order)} most active)")
         rows.append((title, np.stack([_unit(fmap[c]) for c in order])))
+    shown, filters = _input_picture(x[0].numpy(), p), _first_filters(convs[0])
+    return FeatureMaps(shown, filters, rows)
+
+
+def _input_picture(x, p) -> np.ndarray:
+    """The network's input (C, H, W), denormalised to an (H, W, 3) uint8 picture."""
     mean = np.asarray(p.mean, np.float32)[:, None, None]
     std = np.asarray(p.std, np.float32)[:, None, None]
-    shown = np.clip((x[0].numpy() * std + mean) * 255, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    if shown.shape[2] == 1:
-        shown = np.repeat(shown, 3, axis=2)
-    w = convs[0].weight.detach().float().cpu().numpy()[:FILTERS]  # (F, C_in, k, k)
+    shown = np.clip((x * std + mean) * 255, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
+
+
+def _first_filters(conv) -> np.ndarray:
+    """The first convolution's filters as (F, k, k, 3) tiles in 0..1 (grey ones repeated)."""
+    w = conv.weight.detach().float().cpu().numpy()[:FILTERS]  # (F, C_in, k, k)
     w = w if w.shape[1] == 3 else np.repeat(w.mean(1, keepdims=True), 3, axis=1)
-    filters = np.stack([_unit(f) for f in w]).transpose(0, 2, 3, 1)  # (F, k, k, 3)
-    return FeatureMaps(shown, filters, rows)
+    return np.stack([_unit(f) for f in w]).transpose(0, 2, 3, 1)  # (F, k, k, 3)
 
 
 def render(fm: FeatureMaps, title: str = "") -> "Image.Image":  # noqa: F821

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import HeadstartError
 from ..paths import atomic_path
+from .folder import SavedModel, load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4          # largest allowed |p_torch - p_export| on any probability
@@ -79,16 +80,16 @@ class ExportResult:
     quantized: dict = field(default_factory=dict)   # int8: mode, agreement, accuracies, speed
 
 
-def metadata(clf) -> dict[str, str]:
+def metadata(saved: SavedModel) -> dict[str, str]:
     """What a user of the exported file needs besides the graph (all values are strings)."""
-    c = getattr(clf, "config_", {})
+    c = saved.config
     return {
         "headstart.format": "headstart-export",
         "headstart.format_version": "1",
-        "headstart.labels": json.dumps(list(clf.classes_)),
-        "headstart.task": json.dumps(clf.task_.to_dict()),
-        "headstart.preprocess": json.dumps(clf.backbone_.preprocess.to_dict()),
-        "headstart.backbone": json.dumps(c.get("backbone", {"name": clf.backbone_.name})),
+        "headstart.labels": json.dumps(list(saved.labels)),
+        "headstart.task": json.dumps(saved.task.to_dict()),
+        "headstart.preprocess": json.dumps(saved.backbone.preprocess.to_dict()),
+        "headstart.backbone": json.dumps(c.get("backbone", {"name": saved.backbone.name})),
         "headstart.input": "input: float32 (batch, channels, height, width) after preprocess "
                            "(resize, crop, (x/255 - mean) / std)",
         "headstart.output": "probabilities: float32 (batch, n_labels), columns in headstart.labels order",
@@ -104,8 +105,6 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     Raises ``HeadstartError`` (and writes nothing) when the model's recorded test accuracy is
     below ``min_accuracy`` or the export disagrees with PyTorch by more than ``tolerance``.
     """
-    from ..estimator.classifier import load
-
     t0 = time.perf_counter()
     if fmt not in FORMATS:
         raise HeadstartError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}.")
@@ -115,18 +114,18 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
         raise HeadstartError(f"--quantize int8 works with --format onnx (ONNX Runtime quantization), "
                              f"got --format {fmt}. Export to ONNX to quantize.")
     model_dir = Path(model_dir)
-    clf = load(model_dir)
+    saved = load_model(model_dir)
     if min_accuracy is not None:
-        _check_min_accuracy(clf.config_, min_accuracy, model_dir)
+        _check_min_accuracy(saved.config, min_accuracy, model_dir)
     out = Path(out) if out else model_dir / ("model" + ("-int8" if quantize else "") + FORMATS[fmt])
     if out.is_dir():
         raise HeadstartError(f"--out {str(out)!r} is a folder; give a file name such as {out / ('model' + FORMATS[fmt])}.")
 
-    model = ProbabilityModel(clf.backbone_, clf.head_, clf.task_).eval().cpu()
-    x, source = check_images(clf)
+    model = ProbabilityModel(saved.backbone, saved.head, saved.task).eval().cpu()
+    x, source = check_images(saved)
     with torch.inference_mode():  # the reference: PyTorch logits through the task's own activation
-        reference = clf.task_.activate(clf.head_(clf.backbone_(torch.from_numpy(x))).numpy())
-    meta = metadata(clf)
+        reference = saved.task.activate(saved.head(saved.backbone(torch.from_numpy(x))).numpy())
+    meta = metadata(saved)
     shape = tuple(x.shape[1:])
     result = ExportResult(out, fmt, float("nan"), len(x), source, 0.0)
     with atomic_path(out) as tmp:
@@ -145,24 +144,24 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
                 f"{result.max_abs_diff:.3e} > {tolerance:.0e}; nothing was written to {str(out)!r}. "
                 "Report this with the model folder; try the other --format meanwhile.")
         if quantize:
-            result.quantized = _quantize_int8(clf, tmp, x, reference, log)
+            result.quantized = _quantize_int8(saved, tmp, x, reference, log)
     result.seconds = time.perf_counter() - t0
     return result
 
 
 # ---- parity inputs ---------------------------------------------------------------------------
-def check_images(clf, n: int = N_CHECK_IMAGES) -> tuple[np.ndarray, str]:
+def check_images(saved: SavedModel, n: int = N_CHECK_IMAGES) -> tuple[np.ndarray, str]:
     """Up to ``n`` real images from the model's recorded data folder, through its preprocessing;
     random pixels (also through the preprocessing) when that folder is gone."""
     from PIL import Image
 
     from ..data.transforms import preprocess
 
-    p = clf.backbone_.preprocess
-    paths = _data_images(clf, ("test", "val", "train"))[:n]
+    p = saved.backbone.preprocess
+    paths = _data_images(saved, ("test", "val", "train"))[:n]
     arrays = _decode(paths, p)
     if len(arrays) >= 2:
-        return np.stack(arrays), f"images from {_data_dir(clf)}"
+        return np.stack(arrays), f"images from {_data_dir(saved)}"
     rng = np.random.default_rng(0)
     mode = "RGB" if p.channels == 3 else "L"
     arrays = [preprocess(Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).convert(mode), p)
@@ -170,18 +169,18 @@ def check_images(clf, n: int = N_CHECK_IMAGES) -> tuple[np.ndarray, str]:
     return np.stack(arrays), "random-pixel images (the training data folder is not available)"
 
 
-def _data_dir(clf) -> Path | None:
-    d = getattr(clf, "config_", {}).get("training", {}).get("data")
+def _data_dir(saved: SavedModel) -> Path | None:
+    d = saved.config.get("training", {}).get("data")
     return Path(d) if d and Path(d).is_dir() else None
 
 
-def _data_samples(clf, split: str) -> list:
+def _data_samples(saved: SavedModel, split: str) -> list:
     from ..data.scan import scan
 
-    root = _data_dir(clf)
+    root = _data_dir(saved)
     if root is None:
         return []
-    t = clf.config_.get("training", {})
+    t = saved.config.get("training", {})
     try:  # a folder of class folders; a CSV-labelled folder gives no split here (falls back)
         result = scan(root, val_fraction=t.get("val_fraction", 0.1), test_fraction=t.get("test_fraction", 0.1))
     except HeadstartError:
@@ -189,9 +188,9 @@ def _data_samples(clf, split: str) -> list:
     return result.subset(split)
 
 
-def _data_images(clf, splits) -> list[Path]:
+def _data_images(saved, splits) -> list[Path]:
     for split in splits:
-        samples = _data_samples(clf, split)
+        samples = _data_samples(saved, split)
         if samples:
             # Spread over the classes: every k-th file of the sorted list.
             step = max(1, len(samples) // N_CHECK_IMAGES)
@@ -300,7 +299,7 @@ class _Calibration:
         return next(self._batches, None)
 
 
-def _quantize_int8(clf, fp32_path: Path, x_check: np.ndarray, reference: np.ndarray, log) -> dict:
+def _quantize_int8(saved, fp32_path: Path, x_check: np.ndarray, reference: np.ndarray, log) -> dict:
     """Replace the fp32 file at ``fp32_path`` by its int8 version; report what it changes.
 
     Static (QDQ, per-channel) with a calibration set from the model's training images when
@@ -309,7 +308,7 @@ def _quantize_int8(clf, fp32_path: Path, x_check: np.ndarray, reference: np.ndar
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calib = _decode(_spread([s.path for s in _data_samples(clf, "train")], N_CALIBRATION), clf.backbone_.preprocess)
+    calib = _decode(_spread([s.path for s in _data_samples(saved, "train")], N_CALIBRATION), saved.backbone.preprocess)
     with tempfile.TemporaryDirectory(dir=fp32_path.parent) as d:
         pre, q = Path(d) / "pre.onnx", Path(d) / "q.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
@@ -339,7 +338,7 @@ def _quantize_int8(clf, fp32_path: Path, x_check: np.ndarray, reference: np.ndar
     log(f"int8 ({mode}): {info['bytes_fp32'] / 1e6:.1f} MB -> {info['bytes_int8'] / 1e6:.1f} MB; "
         f"{info['images_per_s_fp32']:.1f} -> {info['images_per_s_int8']:.1f} images/s; top-1 agreement with fp32 "
         f"{info['top1_agreement']:.3f} on the check images; largest probability change {info['max_abs_diff']:.3f}")
-    info.update(_test_accuracy_change(clf, fp32_path, log))
+    info.update(_test_accuracy_change(saved, fp32_path, log))
     return info
 
 
@@ -356,17 +355,17 @@ def _images_per_s(path: Path, x: np.ndarray, repeats: int = 3) -> float:
     return repeats * len(x) / (time.perf_counter() - t)
 
 
-def _test_accuracy_change(clf, int8_path: Path, log) -> dict:
+def _test_accuracy_change(saved, int8_path: Path, log) -> dict:
     """Accuracy of the fp32 PyTorch predictor and of the int8 file on the data's test split."""
-    samples = _data_samples(clf, "test") if clf.task_.has_classes else []
+    samples = _data_samples(saved, "test") if saved.task.has_classes else []
     if not samples:
         log("int8: accuracy change not measured (needs a classifier and its data folder, "
             "config.json training.data, with a test split).")
         return {}
     from ..features import load_batches
 
-    p = clf.backbone_.preprocess
-    model = ProbabilityModel(clf.backbone_, clf.head_, clf.task_).eval()
+    p = saved.backbone.preprocess
+    model = ProbabilityModel(saved.backbone, saved.head, saved.task).eval()
     s = _session(int8_path)
     y, fp32, int8 = [], [], []
     for idx, batch, _ in load_batches([x.path for x in samples], p, 32):
@@ -374,9 +373,9 @@ def _test_accuracy_change(clf, int8_path: Path, log) -> dict:
             fp32.append(model(torch.from_numpy(batch)).numpy())
         int8.append(s.run(None, {"input": batch})[0])
         y.extend(samples[i].label for i in idx)
-    t = clf.task_.index(y)
-    a32 = float((clf.task_.predicted_index(np.concatenate(fp32)) == t).mean())
-    a8 = float((clf.task_.predicted_index(np.concatenate(int8)) == t).mean())
+    t = saved.task.index(y)
+    a32 = float((saved.task.predicted_index(np.concatenate(fp32)) == t).mean())
+    a8 = float((saved.task.predicted_index(np.concatenate(int8)) == t).mean())
     log(f"int8: test accuracy {a32:.4f} (fp32) -> {a8:.4f} (int8), change {100 * (a8 - a32):+.2f} points "
         f"on {len(t)} test images")
     return {"test_accuracy_fp32": a32, "test_accuracy_int8": a8, "n_test_images": len(t)}

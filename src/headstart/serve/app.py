@@ -150,7 +150,7 @@ class Models:
 
 def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     """The app for ``settings``; loads ``settings.model_dir`` unless ``clf`` is given."""
-    from ..estimator.classifier import load
+    from ..estimator import load
     from .teach import TeachJobs, teach_router
 
     settings.check()
@@ -178,6 +178,12 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     app.include_router(teach_router(jobs))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    _info_routes(app, models, jobs, settings)
+    _predict_route(app, models, settings)
+    return app
+
+
+def _info_routes(app: FastAPI, models: Models, jobs, settings: ServeSettings) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -195,6 +201,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_images": settings.max_images,
                            "max_pixels": settings.max_pixels}}
 
+
+def _predict_route(app: FastAPI, models: Models, settings: ServeSettings) -> None:
     @app.post("/v1/predict", summary="Predict one or several images (multipart field 'images')")
     async def predict(request: Request,
                       images: list[UploadFile] = File(..., description="one or more image files"),
@@ -227,8 +235,6 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
         preds = [{"file": names[i] or describe(i, None), **r} for i, r in enumerate(rows)]
         # A plain JSONResponse: the rows are JSON already, FastAPI's encoder would only walk them again.
         return JSONResponse({"model": m.id, "predictions": preds, "seconds": round(time.perf_counter() - t0, 4)})
-
-    return app
 
 
 # ---- limits, token and JSON errors ------------------------------------------------------

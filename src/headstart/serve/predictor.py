@@ -2,15 +2,15 @@
 batch workers only stack them and run the backbone and head.
 
 The server shares its cores with decoding, HTTP and often its own clients, so its ONNX Runtime
-sessions differ from the library's in two settings (measured in ``docs/serve.md``):
+sessions differ from the library's in two settings (the figures: ``docs/serve.md``):
 
 - each batch worker gets ``threads`` intra-op threads (one each on a 2-core machine, with two
   workers) instead of all the cores: one batch computes while the next one fills, with no
   barrier between threads that the other work keeps waiting;
-- threads do not spin-wait between operators: spinning burnt about a third of the server's
-  CPU time under load, time that decoding and the other batch needed.
+- threads do not spin-wait between operators: spinning burns the CPU time that decoding and
+  the other batch need.
 
-Both are ``make_engine`` options (``engines.OnnxEngine``).
+Both are options of ``backbone.engine()`` (``backbones.engines.OnnxEngine``).
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ class Predictor:
 
 
 def _serving_engine(clf: Any, threads: int):
-    from ..backbones.engines import make_engine
-
-    p = clf.backbone_.preprocess
     # ONNX Runtime: ``threads`` per worker, no spin-waiting; PyTorch (a GPU, or no ONNX
     # Runtime) ignores both and keeps its own threading.
-    return make_engine(clf.backbone_, clf.backbone_.cache_key, (p.channels, p.input_size, p.input_size),
-                       prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False)
+    return clf.backbone_.engine(prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False)

@@ -3,7 +3,8 @@
 A job writes the examples into a server-side work folder (``<work>/jobs/<id>/data/{train,val}/<class>/``,
 every class keeping at least one validation image), trains with ``ImageClassifier`` on the
 embedded backbone (features go through the usual feature cache), saves the model folder and
-zips it for download, then hands the model to the server to predict with. One job at a time:
+zips it for download, then hands the model to the server to predict with: all of it through the
+Python API (``ImageClassifier.fit``), whose progress the page shows. One job at a time:
 a second request while one runs is answered 409 with what is running.
 """
 
@@ -114,13 +115,20 @@ class TeachJobs:
         return job
 
     def _run(self, job: Job, job_dir: Path) -> None:
-        from ..estimator.classifier import ImageClassifier
+        from ..estimator import ImageClassifier
 
         t0 = time.perf_counter()
+        job.stage, job.progress, job.message = "features", 0.02, "computing features"
+
+        def on_progress(stage: str, done: int, total: int) -> None:  # the page shows real progress
+            job.progress = 0.02 + 0.7 * done / max(1, total)
+            job.message = f"features: {done} of {total} images"
+            if done >= total:
+                job.stage, job.progress, job.message = "training", 0.75, "training the head on the features"
+
         try:
-            self._warm_features(job, job_dir / "data")
-            job.stage, job.progress, job.message = "training", 0.75, "training the head on the features"
-            clf = ImageClassifier(engine=self.settings.engine, val_fraction=0.0, test_fraction=0.0).fit(job_dir / "data")
+            clf = ImageClassifier(engine=self.settings.engine, val_fraction=0.0, test_fraction=0.0)
+            clf.fit(job_dir / "data", on_progress=on_progress)
             job.stage, job.progress, job.message = "saving", 0.95, "saving the model folder"
             folder = clf.save(job_dir / f"headstart-model-{job.id}")
             _zip_folder(folder, job_dir / "model.zip")
@@ -137,27 +145,6 @@ class TeachJobs:
             job.error = f"training failed: {type(e).__name__}: {e}"
         finally:
             job.seconds = round(time.perf_counter() - t0, 2)
-
-    def _warm_features(self, job: Job, data: Path) -> None:
-        """Compute the features first, so the page can show real progress; ``fit`` then finds
-        every one of them in the cache."""
-        from ..backbones import create_backbone
-        from ..data.scan import file_sha256
-        from ..features import FeatureCache, extract_features
-
-        paths = sorted(p for p in data.rglob("*") if p.is_file())
-        job.stage, job.progress, job.message = "features", 0.02, f"computing features of {len(paths)} images"
-
-        def on_batch(done: int, total: int) -> None:
-            job.progress = 0.02 + 0.7 * done / max(1, total)
-            job.message = f"features: {done} of {total} images"
-
-        cache = FeatureCache()
-        try:
-            extract_features(create_backbone("efficientnet_lite0"), paths, [file_sha256(p) for p in paths],
-                             cache=cache, engine=self.settings.engine, on_batch=on_batch)
-        finally:
-            cache.close()
 
     def _forget_old(self) -> None:
         with self._lock:

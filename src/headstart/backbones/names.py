@@ -1,0 +1,4 @@
+"""The registry's names, light enough for the command line to import without PyTorch."""
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+SCRATCH_PREFIX = "scratch:"  # "scratch:<spec>": a CNN built from a spec (backbones/scratch.py)

@@ -1,0 +1,130 @@
+"""``headstart evaluate MODEL_DIR DATA`` and ``headstart predict MODEL_DIR PATHS...``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import HeadstartError
+from . import cluster
+from .common import ENGINES, add_labels, write_json
+
+
+def cmd_evaluate(args) -> int:
+    from ..estimator import load
+    from ..evaluation.report import format_report
+
+    clf = load(args.model, engine=args.engine, verbose=not args.quiet)
+    clf.skip_bad_rows = args.skip_bad_rows
+    m = clf.evaluate(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
+    print(format_report(m, str(args.data)))
+    if m.get("skipped_rows"):
+        print(f"skipped {len(m['skipped_rows'])} bad rows of {args.labels} (--skip-bad-rows)")
+    if args.json:
+        write_json(args.json, m)
+    if not args.no_report:
+        from ..evaluation.html import evaluate_report_path, model_report, write_html
+
+        page = model_report(clf, m, title=f"headstart: evaluation on {Path(args.data).name}", data=args.data)
+        print(f"report written to {write_html(args.report or evaluate_report_path(args.model, args.data), page)}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..data.scan import find_images
+    from ..estimator import load
+
+    if args.labels:
+        from ..data.labels_csv import listed_files
+
+        if len(args.paths) != 1:
+            raise HeadstartError(f"with --labels, give one DATA folder that the CSV's paths are relative to; "
+                                 f"got {len(args.paths)} paths: {args.paths[:3]}.")
+        files = listed_files(args.paths[0], args.labels, path_column=args.path_column)
+    else:
+        files = find_images(args.paths)
+    if not files:
+        raise HeadstartError(f"no images found in {', '.join(map(str, args.paths))}.")
+    if args.out:
+        from ..estimator.outputs import require_pyarrow
+
+        require_pyarrow()  # before the (long) predictions
+    ray = cluster.ray_config(args)
+    if ray is not None:
+        cluster.check_reachable(ray)
+    clf = load(args.model, engine=args.engine, verbose=not args.quiet, ray=ray)
+    task = clf.task_
+    if args.sort_into and not task.has_classes:
+        raise HeadstartError(f"--sort-into copies images into one folder per predicted class; this model's task is "
+                             f"{task.name}, which has no single class per image. Use --format csv instead.")
+    rows = clf.predict_files(files, top_k=args.top_k)  # --ray: a generator, in order, computed on the cluster
+    if args.out:
+        from ..estimator.outputs import write_parquet
+
+        if args.sort_into:
+            rows = list(rows)
+        n, failed = write_parquet(rows, task, args.out)
+        print(f"wrote {n} predictions to {args.out}" + (f"; {failed} files could not be read (their rows "
+              "hold reason and error)" if failed else ""), file=sys.stderr)
+    else:
+        rows = list(rows)
+        _print_rows(rows, task, args.format)
+        failed = sum("error" in r for r in rows)
+        if failed:
+            print(f"{failed} of {len(rows)} files could not be read (see ERROR lines)", file=sys.stderr)
+    if args.sort_into:
+        from ..estimator.outputs import sort_into
+
+        n = sort_into(rows, Path(args.sort_into))
+        print(f"copied {n} images into {args.sort_into}/<label>/ (originals untouched)", file=sys.stderr)
+    return 0
+
+
+def _print_rows(rows: list[dict], task, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(["file", *task.columns, "error"])
+        for r in rows:
+            cells = [""] * len(task.columns) if "error" in r else task.cells(r)
+            w.writerow([r["file"], *cells, r.get("error", "")])
+    else:
+        for r in rows:
+            if "error" in r:
+                print(f"{r['file']}: ERROR {r['reason']}: {r['error']}")
+            else:
+                print(f"{r['file']}: {task.text(r)}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
+    p.add_argument("model", help="model folder")
+    p.add_argument("data", help="labelled folder (its test split when it has train/val/test folders)")
+    p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("--report", metavar="FILE",
+                   help="HTML report to write (default: beside the model folder, MODEL_DIR-evaluate-<DATA name>.html)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_labels(p)
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict images (files or folders)")
+    p.add_argument("model", help="model folder")
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=3, help="labels shown per image (default 3)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--out", metavar="FILE.parquet",
+                   help="write the predictions as Parquet instead of printing them: one row per file, the "
+                        "columns of --format json (file, the task's fields, reason and error for unreadable "
+                        "files); needs pyarrow (pip install 'headstart[cluster]')")
+    p.add_argument("--sort-into", metavar="DIR", help="copy (never move) each image into DIR/<predicted label>/")
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_labels(p, targets=False)
+    cluster.add_arguments(p)
+    p.set_defaults(run=cmd_predict)
