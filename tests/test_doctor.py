@@ -211,7 +211,7 @@ def test_train_counts_suspect_validation_labels(tmp_path):
     for i in (0, 4):  # fish-coloured pictures filed under cat; these names hash into val
         write_image(data / "cat" / f"odd_{i}.png", (48, 48), color=CLASS_COLORS[2])
     clf = ImageClassifier(val_fraction=0.3, test_fraction=0.0).fit(data)
-    val = [s for s in clf.scan_.samples if s.split == "val"]
+    val = [s for s in clf.dataset_.samples if s.split == "val"]
     planted_in_val = sum("odd_" in s.rel for s in val)
     assert planted_in_val == 2 and clf.data_check_["n_val"] == len(val)
     assert planted_in_val <= clf.data_check_["suspect_val"] <= planted_in_val + 1
@@ -258,3 +258,74 @@ def test_doctor_reads_csv_labels_for_every_task(planted, tmp_path, capsys):
     exact = [g for g in numeric["groups"] if g["kind"] == "exact"]
     assert [sorted(g["rels"]) for g in exact] == [sorted(plants["exact"])]
     assert folder_state(root) == before
+
+
+def _softmax_regression(xs: np.ndarray, y: np.ndarray, k: int, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """W, b minimising mean cross-entropy + l2 * sum(W^2), by scipy's L-BFGS on the plain formula."""
+    from scipy.optimize import minimize
+
+    d = xs.shape[1]
+
+    def loss(p):
+        w, b = p[:d * k].reshape(d, k), p[d * k:]
+        logits = xs @ w + b
+        logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+        return (logz - logits[np.arange(len(xs)), y]).mean() + l2 * (w * w).sum()
+
+    p = minimize(loss, np.zeros((d + 1) * k), method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 5000}).x
+    return p[:d * k].reshape(d, k), p[d * k:]
+
+
+def test_cross_val_head_minimises_the_stated_objective():
+    """The fold head is mean cross-entropy + l2 * sum(W^2) (bias free): checked against a direct
+    minimisation, for two classes (one weight vector in scikit-learn) and for three."""
+    from headstart.evaluation.doctor import _fit_predict
+
+    rng = np.random.default_rng(4)
+    for k in (2, 3):
+        z = rng.normal(size=(90, 6)).astype(np.float32)
+        y = (z[:, 0] + 0.5 * z[:, 1] + rng.normal(size=90) > 0).astype(np.int64) + (k == 3) * (z[:, 2] > 1)
+        l2, train = 0.05, np.arange(90) < 70
+        mu, sd = z[train].mean(0), z[train].std() + 1e-6
+        w, b = _softmax_regression((z[train] - mu) / sd, y[train], k, l2)
+        logits = (z[~train] - mu) / sd @ w + b
+        want = np.exp(logits - logits.max(1, keepdims=True))
+        want /= want.sum(1, keepdims=True)
+        got = _fit_predict(z[train], y[train], z[~train], k, l2)
+        assert np.abs(got - want).max() < 1e-3, (k, np.abs(got - want).max())
+
+
+def test_cross_val_proba_with_tiny_classes_and_folds_warns_nothing():
+    import warnings
+
+    from headstart.evaluation.doctor import cross_val_proba
+
+    rng = np.random.default_rng(5)
+    y = np.array([0] * 12 + [1] * 3 + [2])                      # classes smaller than the 5 folds
+    x = (rng.normal(size=(16, 20)) + 3 * np.eye(3, 20)[y]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = cross_val_proba(x, y, 3, folds=5)
+        single = cross_val_proba(x[:2], np.array([0, 1]), 2, folds=5)   # no class has two images
+    assert p.shape == (16, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert (p[:12].argmax(1) == 0).mean() > 0.8
+    assert np.allclose(single, 0.5)                               # no folds: no opinion
+
+
+def test_outliers_match_brute_force_neighbours():
+    from headstart.evaluation.doctor import find_outliers
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 12)).astype(np.float32) + 4
+    x[17] = -x[17]                                                # points the other way
+    x[40] = x[41]                                                 # an exact copy is a neighbour
+    y = np.arange(300) % 3
+    found = find_outliers(x, y, ["a", "b", "c"], [f"f{i}" for i in range(300)], ["train"] * 300, block=64)
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = z @ z.T
+    np.fill_diagonal(s, -2)
+    top = np.sort(s, 1)[:, -5:].mean(1)
+    assert found and found[0].rel == "f17"
+    assert found[0].similarity == pytest.approx(round(float(top[17]), 4), abs=2e-4)
+    assert found[0].nearest_class == ["a", "b", "c"][y[s[17].argmax()]]
+    assert "f40" not in {o.rel for o in found}

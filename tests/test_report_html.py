@@ -168,3 +168,44 @@ def test_report_renders_in_headless_chromium(trained_model, tmp_path):
                     "--window-size=1200,1600", page.as_uri()], check=True, capture_output=True, timeout=120)
     a = np.asarray(Image.open(shot).convert("L"))
     assert a.std() > 10  # text and plots, not a blank page
+
+
+def _doctor_report(root, n_suspects=30):
+    from headstart.evaluation.doctor import DoctorReport, Outlier, SimilarGroup, Suspect
+
+    suspects = [Suspect(f"cat/cat_{i % 2:03d}.jpg", "train", "cat", "<dog>", 0.01, 0.9) for i in range(n_suspects)]
+    groups = [SimilarGroup("near", ["cat/cat_000.jpg", "dog/dog_000.jpg"], ["cat", "dog"], ["train", "test"],
+                           0.9612, True, True)]
+    return DoctorReport(n_images=4, labels=["cat", "dog"], counts={"cat": 2, "dog": 2}, cv_accuracy=0.75,
+                        suspects=suspects, groups=groups, small_classes=[{"label": "dog", "n": 2, "median": 2.0}],
+                        confused_pairs=[{"a": "cat", "b": "dog", "a_as_b": 1, "b_as_a": 0, "rate": 0.25}],
+                        outliers=[Outlier("dog/dog_001.jpg", "val", "dog", "cat", 0.4321)], settings={"folds": 5},
+                        root=str(root))
+
+
+def test_doctor_page_from_templates_escapes_and_limits_the_gallery(tmp_path):
+    from headstart.evaluation.html import GALLERY_MAX, doctor_section, render_doctor
+
+    root = make_class_folder(tmp_path / "d", classes=("cat", "dog"), n=2, size=(60, 40), ext=".jpg")
+    report = _doctor_report(root)
+    page = render_doctor(report, title="doctor <t>")
+    p = parse(page)
+    assert page.startswith("<!doctype html>") and p.sections == ["doctor"] and not p.external
+    assert "doctor &lt;t&gt;" in page and "&lt;dog&gt;" in page and "<dog>" not in page
+    assert f"Showing {GALLERY_MAX} of 30; the JSON output has all." in page
+    assert {"Likely wrong labels", "Duplicates and near-duplicates", "Small classes", "Most confused class pairs",
+            "Outliers: unlike every other image"} <= set(p.headings)
+    assert "near 0.961" in page and "leak: spans splits" in page and "25.0%" in page and "(most like a cat, 0.43)" in page
+    assert sum(s.startswith("data:image/jpeg") for s in p.images) == GALLERY_MAX + 2 + 1
+    section = doctor_section(report)
+    assert section.startswith("<section id=\"doctor\">") and section.count("<section") == 1
+    assert "Showing" not in doctor_section(_doctor_report(root, n_suspects=3))
+
+
+def test_report_says_how_to_get_plots_without_matplotlib(monkeypatch):
+    from headstart.evaluation import html
+
+    monkeypatch.setattr(html, "_plot", lambda draw, size: None)
+    page = html.render_report({"n_images": 2, "mae": 1.0, "values": {"true": [1.0, 2.0], "predicted": [2.0, 2.0]}})
+    assert "predicted-vs-true" in parse(page).sections
+    assert "Plots need matplotlib: pip install 'headstart[report]'." in page

@@ -330,3 +330,63 @@ def test_count_parse_and_poisson_interval():
         p = poisson_pmf(k, np.full(len(k), m))
         assert p[a:b + 1].sum() >= 0.9
         assert p[:a].sum() <= 0.05 + 1e-9 and p[b + 1:].sum() <= 0.05 + 1e-9
+
+
+# --- the metrics (scikit-learn underneath), against hand-computed values and on edge cases -----
+
+def test_metrics_match_hand_computed_values():
+    from headstart.tasks import metrics as M
+
+    y, pred = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0])
+    m = M.classification_metrics(y, np.eye(3)[pred], pred, ["a", "b", "c"])
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert m["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["b"]["precision"] == 0.5 and m["per_class"]["b"]["recall"] == 1.0
+    assert m["per_class"]["c"]["f1"] == pytest.approx(0.8)
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["baseline"] == {"name": "majority class", "label": "c",
+                                                                       "accuracy": 0.5}
+    assert m["most_confused"][0]["count"] == 1 and "top5_accuracy" not in m
+    proba = np.tile(np.linspace(1, 0, 7), (3, 1))             # class 0 most probable, class 6 least
+    big = M.classification_metrics(np.array([0, 4, 6]), proba, np.zeros(3, int), list("abcdefg"))
+    assert big["top5_accuracy"] == pytest.approx(2 / 3)
+    # ROC AUC as the rank statistic, ties counting one half: 3 of 4 pairs ordered, one tied
+    assert M.roc_auc(np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.4, 0.8])) == pytest.approx(0.875)
+    # average precision: precision at each positive, tied scores one step
+    assert M.average_precision(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.7])) == pytest.approx((1 + 2 / 3) / 2)
+    b = M.binary_metrics(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.4, 0.6]), 0.5)
+    assert b["f1"] == pytest.approx(0.5) and b["threshold"] == 0.5
+    r = M.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]), 2.0)
+    assert (r["mae"], r["rmse"], r["r2"]) == pytest.approx((2 / 3, math.sqrt(4 / 3), 1 - 4 / 2))
+    assert r["baseline"]["r2"] == pytest.approx(0.0)
+    y, mu = np.array([0, 2, 3]), np.array([0.5, 2.0, 1.0])
+    by_hand = np.mean([2 * 0.5, 0.0, 2 * (3 * math.log(3) - 2)])
+    assert M.poisson_deviance(y, mu) == pytest.approx(by_hand)
+    c = M.count_metrics(y, mu, 1.0, np.zeros(3), np.full(3, 2))
+    assert c["interval_coverage"] == pytest.approx(2 / 3) and c["exact_count_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_metrics_edge_cases_keep_their_answers_without_warnings():
+    import warnings
+
+    from headstart.tasks import metrics as M
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one_class = np.array([1, 1, 1])
+        assert math.isnan(M.roc_auc(one_class, np.array([0.1, 0.5, 0.9])))
+        assert math.isnan(M.average_precision(1 - one_class, np.array([0.1, 0.5, 0.9])))
+        assert M.average_precision(one_class, np.array([0.1, 0.5, 0.9])) == 1.0
+        b = M.binary_metrics(1 - one_class, np.array([0.1, 0.5, 0.9]), 0.95)
+        assert math.isnan(b["roc_auc"]) and math.isnan(b["pr_auc"]) and b["f1"] == 0.0
+        assert math.isnan(M.regression_metrics(np.full(4, 2.0), np.arange(4.0), 2.0)["r2"])
+        assert math.isnan(M.count_metrics(np.full(3, 2), np.full(3, 2.0), 2.0, np.zeros(3), np.full(3, 4))["d2_poisson"])
+        e, f = np.zeros(0, np.int64), np.zeros(0)
+        m = M.classification_metrics(e, np.zeros((0, 7)), e, list("abcdefg"))
+        assert m["accuracy"] == 0.0 and m["confusion_matrix"] == [[0] * 7] * 7 and math.isnan(m["top5_accuracy"])
+        assert m["per_class"]["a"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+        assert M.binary_metrics(e, f, 0.5)["f1"] == 0.0
+        assert M.regression_metrics(f, f, 1.0)["mae"] == 0.0 and math.isnan(M.regression_metrics(f, f, 1.0)["r2"])
+        assert M.count_metrics(e, f, 1.0, e, e)["poisson_deviance"] == 0.0
+        ml = M.multilabel_metrics(np.zeros((0, 2), bool), np.zeros((0, 2)), np.zeros((0, 2), bool), ["a", "b"],
+                                  np.array([0.2, 0.7]), np.array([0.5, 0.5]))
+        assert ml["micro_f1"] == 0.0 and math.isnan(ml["mean_average_precision"])

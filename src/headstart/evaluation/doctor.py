@@ -5,7 +5,7 @@ are too small or too alike, and outlier images.
 reuses (or computes) the cached features and calls it. Nothing here moves, relabels or deletes
 a file: the doctor only suggests.
 
->>> from headstart.doctor import check_data
+>>> from headstart.evaluation.doctor import check_data
 >>> report = check_data("photos/")                       # doctest: +SKIP
 >>> [(s.rel, s.label, s.suggested) for s in report.suspects[:3]]   # doctest: +SKIP
 [('train/cat/017.jpg', 'cat', 'dog'), ...]
@@ -13,28 +13,31 @@ a file: the doctor only suggests.
 How each check works:
 
 - **suspect labels**: out-of-fold class probabilities from k-fold cross-validation of a fast
-  linear head (softmax regression on the embeddings reduced by PCA). An image is flagged when
+  linear head (logistic regression on the embeddings reduced by PCA). An image is flagged when
   another class is more probable and its given label gets less than half the chance level
   (0.5 / number of classes: 0.05 with 10 classes); flagged images are ranked by how far the
-  suggested class beats the given one. On clothing-small with 5 % of labels flipped this rule
-  beat confident learning's per-class thresholds (Northcutt et al. 2021) in both precision and
-  recall (benchmarks/doctor_flipped_labels.py).
+  suggested class beats the given one. This rule, not confident learning's per-class
+  thresholds (Northcutt et al. 2021): it did better on benchmarks/doctor_flipped_labels.py.
 - **duplicates**: the same bytes (sha256), or embeddings whose cosine similarity (after
   removing the data set's mean) is at least ``near_threshold``; groups are flagged when they
   span classes (one picture, two labels) or span splits (a leak: train, val and test should
   never share a picture).
 - **small classes**, **most confused pairs** (from the cross-validated predictions), and
-  **outliers**: images whose embedding is far from every other image's.
+  **outliers**: images whose embedding is far from every other image's (nearest neighbours).
 """
 
 from __future__ import annotations
 
+import shlex
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..backbones import DEFAULT_BACKBONE
 
 NEAR_THRESHOLD = 0.95      # cosine similarity of centred embeddings; see docs/report-and-doctor.md
 MIN_CLASS_IMAGES = 20      # fewer labelled images than this and a class is "too small"
@@ -151,54 +154,52 @@ def cross_val_proba(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int 
     """Out-of-fold class probabilities (N, K): each image is predicted by a head that never saw it.
 
     Folds are stratified (every class spread over all folds). The head is L2-regularised softmax
-    regression on the top principal components (one common scale), fitted with L-BFGS: a few
-    seconds for thousands of images. On clothing-small with 5 % flipped labels, PCA-128 and
-    l2 = 0.01 gave the best flagged precision / recall of the settings tried (64-256
-    components, l2 1e-4 to 0.1, whitened or not).
+    regression on the top principal components (one common scale): mean cross-entropy +
+    ``l2`` * sum(W^2), bias not penalised. PCA-128 and l2 = 0.01 were the best of the settings
+    tried on benchmarks/doctor_flipped_labels.py (docs/benchmarks.md).
     """
-    import torch
+    from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy 2-core machine, 2 threads made eigh 30x slower (measured)
-    try:
-        return _cross_val_proba(x, y, n_classes, folds, seed, l2)
-    finally:
-        torch.set_num_threads(threads)
+    out = np.full((len(y), n_classes), 1.0 / max(1, n_classes), np.float32)  # no folds: no opinion
+    with threadpool_limits(1):  # small fits: on a busy machine, more BLAS threads wait on each other
+        z = _pca(x, PCA_DIM, seed)
+        for train, test in _folds(y, folds, seed):
+            out[test] = _fit_predict(z[train], y[train], z[test], n_classes, l2)
+    return out
 
 
-def _cross_val_proba(x, y, n_classes, folds, seed, l2):
-    import torch
+def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled (train, test) index pairs; fewer folds when even the largest class
+    has fewer images than ``folds``."""
+    from sklearn.model_selection import StratifiedKFold
 
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    for c in range(n_classes):
-        members = np.flatnonzero(y == c)
-        fold[rng.permutation(members)] = np.arange(len(members)) % folds
-    z = _pca(x, PCA_DIM)
-    out = np.zeros((len(y), n_classes), np.float32)
-    for k in range(folds):
-        test, train = fold == k, fold != k
-        if not test.any():
-            continue
-        # One scale for all components: whitening them gave noise directions the same weight
-        # as the main ones and broke small data sets.
-        mu, sd = z[train].mean(0), z[train].std() + 1e-6
-        xt = torch.from_numpy((z[train] - mu) / sd)
-        yt = torch.from_numpy(y[train])
-        w = torch.zeros(z.shape[1], n_classes, requires_grad=True)
-        b = torch.zeros(n_classes, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=200, line_search_fn="strong_wolfe")
+    n_splits = min(folds, int(np.bincount(y).max(initial=0)))
+    if n_splits < 2:
+        return []
+    with warnings.catch_warnings():  # a class smaller than the fold count is expected, and fine
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros((len(y), 1)), y))
 
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + l2 * (w * w).sum()
-            loss.backward()
-            return loss
 
-        opt.step(closure)
-        with torch.no_grad():
-            logits = torch.from_numpy((z[test] - mu) / sd) @ w + b
-            out[test] = torch.softmax(logits, 1).numpy()
+def _fit_predict(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, n_classes: int,
+                 l2: float) -> np.ndarray:
+    """Class probabilities (M, K) of ``z_test`` from softmax regression fitted on the training fold."""
+    from sklearn.linear_model import LogisticRegression
+
+    # One scale for all components: whitening them gave noise directions the same weight as the
+    # main ones and broke small data sets.
+    mu, sd = z_train.mean(0), z_train.std() + 1e-6
+    present = np.unique(y_train)
+    out = np.zeros((len(z_test), n_classes), np.float32)
+    if len(present) < 2 or not z_train.shape[1]:  # nothing to fit: the training fold's class shares
+        out[:] = np.bincount(y_train, minlength=n_classes) / len(y_train)
+        return out
+    # scikit-learn minimises mean loss + |W|^2 / (2 C n); two classes share one weight vector,
+    # which carries half the penalty of the softmax pair it replaces.
+    c = (1.0 if len(present) > 2 else 2.0) / (2 * l2 * len(y_train))
+    head = LogisticRegression(C=c, max_iter=200, tol=1e-6)
+    head.fit((z_train - mu) / sd, y_train)
+    out[:, head.classes_] = head.predict_proba((z_test - mu) / sd)
     return out
 
 
@@ -221,6 +222,7 @@ def find_suspects(proba: np.ndarray, y: np.ndarray, names: Sequence[str], rels: 
 def similar_groups(x: np.ndarray, labels: Sequence[str], splits: Sequence[str], rels: Sequence[str],
                    digests: Sequence[str], threshold: float = NEAR_THRESHOLD) -> list[SimilarGroup]:
     """Exact (same digest) and near-duplicate (cosine >= ``threshold``) groups, flagged ones first."""
+    # union-find, not scipy's connected_components: a group keeps the weakest link that joined it
     parent = list(range(len(rels)))
 
     def root(i: int) -> int:
@@ -260,7 +262,10 @@ def similar_groups(x: np.ndarray, labels: Sequence[str], splits: Sequence[str], 
 def near_pairs(x: np.ndarray, threshold: float, other: np.ndarray | None = None,
                block: int = 512) -> list[tuple[int, int, float]]:
     """Pairs (i, j, cosine) with cosine >= ``threshold`` after centring on the data set's mean:
-    i < j within ``x``, or i in ``x`` and j in ``other`` when ``other`` is given."""
+    i < j within ``x``, or i in ``x`` and j in ``other`` when ``other`` is given.
+
+    Blockwise matrix products, not scikit-learn's ``radius_neighbors``: that was slower at the
+    same memory bound (``block`` x M similarities at a time)."""
     both = x if other is None else np.concatenate([x, other])
     mean = both.mean(0, keepdims=True) if len(both) else 0.0
     a = _unit(x - mean)
@@ -277,9 +282,12 @@ def near_pairs(x: np.ndarray, threshold: float, other: np.ndarray | None = None,
 
 def confused_pairs(pred: np.ndarray, y: np.ndarray, names: Sequence[str], top: int = 10) -> list[dict]:
     """Class pairs most often mistaken for each other (both directions), by rate."""
+    from sklearn.metrics import confusion_matrix
+
     k = len(names)
-    cm = np.zeros((k, k), np.int64)
-    np.add.at(cm, (y, pred), 1)
+    if k < 2 or not len(y):
+        return []
+    cm = confusion_matrix(y, pred, labels=np.arange(k))
     n = cm.sum(1)
     out = []
     for a in range(k):
@@ -294,30 +302,28 @@ def confused_pairs(pred: np.ndarray, y: np.ndarray, names: Sequence[str], top: i
 
 def find_outliers(x: np.ndarray, y: np.ndarray, names: Sequence[str], rels: Sequence[str],
                   splits: Sequence[str], mads: float = OUTLIER_MADS, k: int = 5,
-                  block: int = 512) -> list[Outlier]:
+                  block: int = 2048) -> list[Outlier]:
     """Images far from every other image: the mean cosine similarity to their ``k`` nearest
     neighbours is more than ``mads`` robust deviations below the median. Farthest first.
 
-    Raw (uncentred) embeddings: on clothing-small plus five unrelated photos (a rocket, a cat,
-    a brick wall, ...) this put the strangers at ranks 0, 1, 3, 6 and 28 of 3,786; the distance
-    to class centres missed all five (measured).
+    Raw (uncentred) embeddings and the nearest images, not class centres: the distance to class
+    centres missed planted off-topic photos (docs/benchmarks.md). Distances are computed
+    ``block`` images at a time (block x N of them in memory).
     """
+    import sklearn
+    from sklearn.neighbors import NearestNeighbors
+
     if len(x) <= k + 5:
         return []
-    z = _unit(x)
-    score = np.empty(len(z), np.float32)
-    nearest = np.empty(len(z), np.int64)
-    for s in range(0, len(z), block):
-        sim = z[s:s + block] @ z.T                        # (block, N)
-        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -2
-        top = np.argpartition(-sim, k, axis=1)[:, :k]
-        score[s:s + block] = np.take_along_axis(sim, top, 1).mean(1)
-        nearest[s:s + block] = sim.argmax(1)
+    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(np.asarray(x, np.float32))
+    with sklearn.config_context(working_memory=block * len(x) * 8 / 2**20):  # MiB
+        dist, idx = nn.kneighbors()                       # (N, k): an image is not its own neighbour
+    score = 1.0 - dist.mean(1)
     med = np.median(score)
     mad = 1.4826 * np.median(np.abs(score - med)) + 1e-6
     far = np.flatnonzero(score < med - mads * mad)
     far = far[np.argsort(score[far])]
-    return [Outlier(rels[i], splits[i], names[y[i]], names[y[nearest[i]]], round(float(score[i]), 4))
+    return [Outlier(rels[i], splits[i], names[y[i]], names[y[idx[i, 0]]], round(float(score[i]), 4))
             for i in far]
 
 
@@ -360,12 +366,12 @@ def warning_line(quick: dict, data: str) -> str | None:
                      "(the model confidently prefers another class)")
     if not parts:
         return None
-    return f"data check: {'; '.join(parts)}. See them: headstart doctor {_quote(data)}"
+    return f"data check: {'; '.join(parts)}. See them: headstart doctor {shlex.quote(str(data))}"
 
 
 # ---- from a folder -----------------------------------------------------------------------
 
-def check_data(data: str | Path, *, backbone="efficientnet_lite0",
+def check_data(data: str | Path, *, backbone=DEFAULT_BACKBONE,
                val_fraction: float = 0.1, test_fraction: float = 0.1, folds: int = 5,
                near_threshold: float = NEAR_THRESHOLD, engine: str = "auto", use_cache: bool = True,
                verbose: bool = False, labels: str | Path | None = None, task: str = "auto",
@@ -381,21 +387,16 @@ def check_data(data: str | Path, *, backbone="efficientnet_lite0",
     import time
 
     from ..backbones import create_backbone
-    from ..data.scan import scan
+    from ..data.read import read_dataset
     from ..features import FeatureCache, extract_features
 
     t0 = time.perf_counter()
-    if labels is not None:
-        from ..data.labels_csv import load_labels
-
-        result = load_labels(data, labels, task=task, path_column=path_column, target_column=target_column,
-                             val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
-        classes = result.task.has_classes
-    else:
-        result = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
-        classes = True
+    result = read_dataset(data, labels, task=task, path_column=path_column, target_column=target_column,
+                          val_fraction=val_fraction, test_fraction=test_fraction, progress=verbose)
+    classes = result.task is None or result.task.has_classes
     bb = create_backbone(backbone) if isinstance(backbone, str) else backbone
-    cache = FeatureCache() if use_cache and bb.pretrained else None  # a scratch CNN's key is not its weights
+    # a scratch CNN's cache key is not its weights
+    cache = FeatureCache() if use_cache and not bb.trained_from_scratch else None
     try:
         ex = extract_features(bb, [s.path for s in result.samples], [s.digest for s in result.samples],
                               cache=cache, engine=engine, progress=verbose)
@@ -421,29 +422,20 @@ def check_data(data: str | Path, *, backbone="efficientnet_lite0",
     return report
 
 
-def _pca(x: np.ndarray, dim: int) -> np.ndarray:
-    """Centred, projected on the top ``dim`` principal directions; directions with (nearly) no
-    variance are dropped, as there are at most N - 1 when N <= D."""
-    import torch
+def _pca(x: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
+    """Projected on the top ``dim`` principal directions, directions with (nearly) no variance
+    dropped (there are at most N - 1 when N <= D)."""
+    from sklearn.decomposition import PCA
 
-    xc = torch.from_numpy(np.ascontiguousarray(x - x.mean(0, keepdims=True), dtype=np.float32))
-    n, d = xc.shape
-    if n <= d:  # the N x N Gram matrix is the smaller problem
-        vals, vecs = torch.linalg.eigh((xc @ xc.T).double())
-        z = vecs * vals.clamp(min=0).sqrt()               # (N, N): principal components
-    else:
-        vals, vecs = torch.linalg.eigh((xc.T @ xc).double())
-        z = xc.double() @ vecs                            # (N, D)
-    keep = (vals > 1e-6 * vals[-1]).nonzero().flatten()[-dim:]
-    return z[:, keep.flip(0)].float().numpy()
+    n, d = x.shape
+    if min(n, d) < 2:
+        return np.zeros((n, 0), np.float32)
+    pca = PCA(min(dim, n, d), random_state=seed)
+    z = pca.fit_transform(np.asarray(x, np.float32))
+    keep = pca.explained_variance_ > 1e-6 * pca.explained_variance_[0]
+    return np.ascontiguousarray(z[:, keep], np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-
-
-def _quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(str(s))

@@ -75,9 +75,9 @@ class Continuous(Task):
         return regression_metrics(self.values(targets), scores[:, 0], self.mean)
 
     def selection_score(self, scores, targets):
-        from .metrics import regression_metrics
+        from .metrics import r2
 
-        return regression_metrics(self.values(targets), scores[:, 0], self.mean)["r2"]
+        return r2(self.values(targets), scores[:, 0])
 
     def worst(self, scores, targets, files, n=10):
         return _worst_numbers(self.values(targets), scores[:, 0], files, n)
