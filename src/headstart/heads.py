@@ -1,9 +1,8 @@
 """Heads: what sits on top of a backbone's features and makes the task's output.
 
 Every head standardises its input with statistics learned from the training features, so a
-saved head is self-contained. Measured on this CPU (../shared/findings): a small MLP on the
-four-stage features beats a single softmax layer by 1-7 points at the same cost, so ``mlp``
-is the default; ``linear`` is the retrain.py-style last layer.
+saved head is self-contained. ``mlp`` (the default) is more accurate than a single softmax layer
+at the same cost (docs/benchmarks.md); ``linear`` is the retrain.py-style last layer.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ class BankDropout(nn.Module):
     """Dropout with masks drawn from a bank of 8,192 pre-drawn random masks.
 
     Same expectation and per-unit keep rate as ``nn.Dropout``; each sample gets a random mask
-    row. On a laptop CPU ``torch.dropout`` spent 3.3 ms a step drawing fresh Bernoulli noise
-    for a 128 x 1904 batch (40 % of the head's training time); picking bank rows takes 0.3 ms.
-    The bank is drawn from torch's global generator, so seeded runs stay reproducible.
+    row: drawing fresh Bernoulli noise every step was a large share of the head's training time
+    on a CPU, picking bank rows is cheap. The bank is drawn from torch's global generator, so
+    seeded runs stay reproducible.
     """
 
     BANK = 8192
@@ -60,7 +59,7 @@ class Head(nn.Module):
         std = features.std(0)
         # Floor: a feature (nearly) constant in training must not turn a small change at test
         # time into a huge input (plain synthetic images leave many features dead; counts and
-        # numbers, unlike softmax, do not saturate). On sign-digits it touches 19 of 1904 dims.
+        # numbers, unlike softmax, do not saturate).
         alive = std[std > 1e-6]
         floor = 0.01 * float(alive.median()) if len(alive) else 1e-6
         self.std.copy_(std.clamp_min(max(floor, 1e-6)))

@@ -1,5 +1,5 @@
-"""Run a frozen backbone for inference: ONNX Runtime when available (about 3x faster than
-eager PyTorch on a laptop CPU, measured here), PyTorch otherwise, CUDA when present.
+"""Run a frozen backbone for inference: ONNX Runtime when available (several times faster than
+eager PyTorch on a CPU; docs/benchmarks.md), PyTorch otherwise, CUDA when present.
 
 The ONNX file is exported once per backbone and kept in the cache folder, written atomically.
 """
@@ -39,12 +39,12 @@ class OnnxEngine:
     ``threads``: intra-op threads (default: every core). ``spin``: whether idle threads
     spin-wait between operators (ONNX Runtime's default). Spinning wins when the session has
     the cores to itself; when decoding or serving shares them, spinning threads burn the time
-    the other work needs (a third of the server's CPU, measured in docs/serve.md), so those
+    the other work needs (docs/serve.md), so those
     callers ask for ``spin=False``. With ``threads=1`` the calling thread does the work, so
     several threads can run one session at once, one per core.
 
-    Sessions are kept for the life of the process (opening one costs 0.2-0.5 s, as much as
-    running 20-40 images), so repeated ``predict`` or ``extract_features`` calls reuse them.
+    Sessions are kept for the life of the process (opening one costs as much as running a few
+    dozen images), so repeated ``predict`` or ``extract_features`` calls reuse them.
     ``InferenceSession.run`` is thread-safe.
     """
 

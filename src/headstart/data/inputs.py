@@ -5,8 +5,7 @@
 to shrink, resampled by ``crop`` mode) it decodes with libjpeg-turbo through torchvision
 instead of Pillow: the same library and settings, so the same pixels (tests/test_inputs.py),
 straight into the uint8 tensor the resampler takes, where Pillow's image must first be
-unpacked and copied. File to input: 1.9 instead of 2.4 CPU ms per 400x711 photo, a median
-of interleaved passes (benchmarks/preprocess_cost.py). Anything else, and any file the fast
+unpacked and copied (benchmarks/preprocess_cost.py). Anything else, and any file the fast
 decoder refuses, takes ``open_image``, which also names what is wrong with it.
 
 torchvision 0.29 marks its image decoders deprecated (in favour of TorchCodec); the version is

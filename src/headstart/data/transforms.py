@@ -121,10 +121,9 @@ def _image_crop_resize(img: Image.Image, p: Preprocess):
 
 def crop_resize(pixels, p: Preprocess):
     """``crop`` mode on decoded pixels, a uint8 tensor (C, H, W) -> (C, S, S): PyTorch's
-    antialiased resampling of the crop box, the same filter as PIL's (within one level on
-    >= 99.5 % of pixels when shrinking, tests/test_transforms.py) and about twice as fast on
-    uint8 images (its vectorised kernel, which wants the box contiguous with channels last;
-    benchmarks/preprocess_cost.py)."""
+    antialiased resampling of the crop box: the same filter as PIL's (tests/test_transforms.py
+    bounds the difference) and faster on uint8 images (its vectorised kernel, which wants the box
+    contiguous with channels last; benchmarks/preprocess_cost.py)."""
     import torch
 
     x0, y0, x1, y1 = crop_box(pixels.shape[2], pixels.shape[1], p)

@@ -21,8 +21,7 @@ from .cache import FeatureCache
 
 DECODE_THREADS = 2
 MAX_LANES = 8  # one-thread extraction lanes at most (each holds one batch of images)
-LANE_BATCH = 4  # images per backbone call in a lane: larger batches cost more CPU per image on a
-                # CPU (memory traffic; 2 cores: 19-20 CPU ms at 1-4 vs 24-27 at 32, predict_speed.py)
+LANE_BATCH = 4  # images per backbone call in a lane: on a CPU larger calls cost more per image (memory traffic)
 
 
 @dataclass
@@ -102,8 +101,8 @@ def embed_in_lanes(paths: Sequence[Path], p: Preprocess, batch_size: int, run: C
     """Features batch by batch, in order: each of ``lanes`` threads decodes a batch and runs it
     through ``run`` (a one-thread ONNX Runtime session, safe to call from every lane at once).
 
-    One lane per core does the whole work of its batch, so no core waits for another: on
-    2 cores this beat decoding threads feeding one 2-thread session (benchmarks/predict_speed.py).
+    One lane per core does the whole work of its batch, so no core waits for another (faster
+    than decoding threads feeding one multi-thread session: benchmarks/predict_speed.py).
     At most ``lanes + 1`` batches are in flight, so memory stays flat.
     """
     def work(start: int):

@@ -4,7 +4,7 @@ batch workers only stack them and run the backbone and head.
 The server shares its cores with decoding, HTTP and often its own clients, so its ONNX Runtime
 sessions differ from the library's in two settings (the figures: ``docs/serve.md``):
 
-- each batch worker gets ``threads`` intra-op threads (one each on a 2-core machine, with two
+- each batch worker gets ``threads`` intra-op threads (the cores shared out between the
   workers) instead of all the cores: one batch computes while the next one fills, with no
   barrier between threads that the other work keeps waiting;
 - threads do not spin-wait between operators: spinning burns the CPU time that decoding and
