@@ -30,7 +30,7 @@ def main(data: str, out: str) -> None:
     clf = ImageClassifier(val_fraction=0.25, test_fraction=0.0, head="linear", verbose=False).fit(data)
     head = Head(clf.head_.in_dim, clf.head_.out_dim, "linear", input_dropout=0.0)
     head.load_state_dict(clf.head_.state_dict())
-    part = {k: [s for s in clf.scan_.samples if s.split == k] for k in ("train", "val")}
+    part = {k: [s for s in clf.dataset_.samples if s.split == k] for k in ("train", "val")}
     train, val = ([[s.path for s in part[k]], [s.digest for s in part[k]], [s.label for s in part[k]]]
                   for k in ("train", "val"))
     config = FinetuneConfig(stages=1, epochs=3, patience=10, lr_body=1e-3, lr_head=1e-3)

@@ -148,7 +148,7 @@ def test_cli_finetune_distributed_matches_one_process(tmp_path):
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
     files = sorted(data.rglob("*.png"))
     assert load(tmp_path / "two").predict(files) == load(tmp_path / "one").predict(files)
-    assert not (tmp_path / ".two.finetune-checkpoint").exists()  # removed once the model folder is written
+    assert not (tmp_path / ".two.checkpoint").exists()  # removed once the model folder is written
 
 
 @pytest.mark.slow
@@ -157,7 +157,7 @@ def test_cli_finetune_distributed_resumes_after_kill_9(tmp_path):
 
     data = make_class_folder(tmp_path / "data", n=8, size=(40, 40))
     out, epochs = tmp_path / "model", 8
-    ckpt = tmp_path / ".model.finetune-checkpoint" / "checkpoint.safetensors"
+    ckpt = tmp_path / ".model.checkpoint" / "checkpoint.safetensors"
     proc = _train_finetune(data, out, processes=2, epochs=epochs, popen=True)
     deadline = time.time() + 600
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -230,7 +230,7 @@ def test_ray_train_finetune_takes_the_same_steps_as_one_process(ray_train, tmp_p
     clf = ImageClassifier(val_fraction=0.25, test_fraction=0.0, head="linear", verbose=False).fit(data)
     head = Head(clf.head_.in_dim, clf.head_.out_dim, "linear", input_dropout=0.0)  # no dropout: deterministic
     head.load_state_dict(clf.head_.state_dict())
-    part = {k: [s for s in clf.scan_.samples if s.split == k] for k in ("train", "val")}
+    part = {k: [s for s in clf.dataset_.samples if s.split == k] for k in ("train", "val")}
     train, val = ([[s.path for s in part[k]], [s.digest for s in part[k]], [s.label for s in part[k]]]
                   for k in ("train", "val"))
     config = FinetuneConfig(stages=1, epochs=3, patience=10, lr_body=1e-3, lr_head=1e-3)

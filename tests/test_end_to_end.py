@@ -195,7 +195,7 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, one_t
 def test_cli_resumes_a_scratch_cnn_by_rerunning_the_command(tmp_path, monkeypatch, one_thread):
     from safetensors.torch import load_file
 
-    from headstart.cli.main import end_to_end_checkpoint_dir
+    from headstart.cli.train import checkpoint_dir as end_to_end_checkpoint_dir
     from headstart.estimator.classifier import ImageClassifier
 
     data = stripes_folder(tmp_path / "data", n=40, size=16)

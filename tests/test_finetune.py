@@ -24,11 +24,11 @@ def test_bare_finetune_flag_trains_the_default_number_of_stages():
     its own copy of the number so that ``--help`` does not import torch)."""
     import argparse
 
-    from headstart.cli import finetune as cli_finetune
+    from headstart.cli import train as cli_train
     from headstart.training.finetune import DEFAULT_STAGES, FinetuneConfig
 
     p = argparse.ArgumentParser()
-    cli_finetune.add_arguments(p)
+    cli_train.add_finetune_arguments(p)
     assert p.parse_args(["--finetune"]).finetune == DEFAULT_STAGES == FinetuneConfig().stages
     assert p.parse_args(["--finetune", "1"]).finetune == 1
     assert p.parse_args([]).finetune is None
@@ -155,7 +155,7 @@ def test_finetune_resumes_after_kill_9_to_the_same_result(tmp_path):
     subprocess.run(_train_cmd(data, straight, epochs), check=True, env=env, capture_output=True)
 
     out = tmp_path / "resumed"
-    ckpt = out.parent / f".{out.name}.finetune-checkpoint" / "checkpoint.safetensors"
+    ckpt = out.parent / f".{out.name}.checkpoint" / "checkpoint.safetensors"
     proc = subprocess.Popen(_train_cmd(data, out, epochs), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -192,7 +192,7 @@ def test_finetuned_model_folder_loads_and_predicts(tmp_path):
 
     data = make_class_folder(tmp_path / "data", n=6, size=(40, 40))
     clf = ImageClassifier(val_fraction=0.25, test_fraction=0.2).fit(data)
-    part = {k: [s for s in clf.scan_.samples if s.split == k] for k in ("train", "val")}
+    part = {k: [s for s in clf.dataset_.samples if s.split == k] for k in ("train", "val")}
     train, val = ([[s.path for s in part[k]], [s.digest for s in part[k]], [s.label for s in part[k]]]
                   for k in ("train", "val"))
     r = finetune(clf.backbone_, clf.head_, clf.task_, train, val, FinetuneConfig(stages=1, epochs=1, lr_body=1e-2))

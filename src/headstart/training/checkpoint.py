@@ -7,7 +7,7 @@ scheduler counters, NumPy / Python RNG states, the run's settings, the history) 
 file's metadata. ``torch.save`` would pickle the optimizer state, so it is flattened instead.
 
 >>> ck = Checkpoint("run/", settings={"lr": 1e-3, "data": digest})          # doctest: +SKIP
->>> start = ck.restore(model, opt, sched, rngs) if ck.exists() else 0        # doctest: +SKIP
+>>> start = ck.restore(model, opt, sched, rngs).epoch if ck.exists() else 0  # doctest: +SKIP
 >>> for epoch in range(start, epochs):                                       # doctest: +SKIP
 ...     ...; ck.save(epoch + 1, model, opt, sched, rngs, state={"history": h})
 

@@ -5,9 +5,9 @@ backbone's input size and kept in memory as uint8 arrays (Fashion-MNIST's 60,000
 take 47 MB), and every batch is augmented on the fly from there.
 
 The recipe (``EndToEndConfig``): AdamW (no weight decay on batch-norm and bias parameters),
-one-cycle learning rate (warm-up then cosine decay), label smoothing 0.1, and early stopping
-on the validation split that keeps the best epoch's weights. Augmentation, chosen for the
-images rather than by a flag per command:
+one-cycle learning rate (warm-up then cosine decay, ``schedule.py``), label smoothing 0.1, and
+early stopping on the validation split that keeps the best epoch's weights. Augmentation,
+chosen for the images rather than by a flag per command:
 
 - a random shift of up to ``shift`` of the side (the empty border is the padding colour);
 - a random zoom (random resized crop, 75-100 % of the side) for inputs of 64 px or more,
@@ -20,6 +20,13 @@ With ``checkpoint_dir``, every epoch ends with an atomic checkpoint (``checkpoin
 optimizer, schedule, random generators, history and the best epoch's weights); a later call
 with the same data and settings continues after the last finished epoch and ends with the
 same weights as an uninterrupted run (on a CPU with a fixed thread count; see ``_settings``).
+
+Under torchrun (``headstart train DATA --backbone scratch:SPEC --distributed``) the same loop
+runs over DistributedDataParallel: every process decodes the same images, takes its 1/N share
+of each epoch's shuffled order (what ``DistributedSampler`` does, with one seed so every rank
+agrees), and DDP averages the gradients, so a step sees the same global batch as one process
+would. Every rank scores the whole validation split, so all stop at the same epoch; only rank 0
+logs. No checkpoints there: each rank draws its own augmentations.
 """
 
 from __future__ import annotations
@@ -38,12 +45,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..data.transforms import Preprocess, resize_image
 from ..errors import HeadstartError
 from ..heads import BankDropout, Head, Predictor
 from ..tasks import Task
 from .checkpoint import Checkpoint
+from .distributed import ProcessGroup, is_distributed
+from .schedule import warmup_cosine
 
 ZOOM_MIN_SIZE = 64  # px: from this input size on, images are treated as photos (random zoom)
 
@@ -60,10 +70,10 @@ class EndToEndConfig:
     warmup: float = 0.15          # share of the steps spent warming up
     flip: bool = True             # horizontal flips; off for digits and text
     shift: float = 0.08           # largest random shift, as a share of the side
-    bf16: str = "auto"            # bfloat16 autocast: "auto" (on where the CPU has AMX /
-                                  # AVX512-BF16, measured 2.4x faster here; always on CUDA), "on", "off"
+    bf16: str = "auto"            # bfloat16 autocast: "auto" (on CUDA, and on CPUs with AMX /
+                                  # AVX512-BF16, which run it much faster), "on", "off"
     threads: int = 0              # CPU threads; 0: one when the machine is busier than its cores
-                                  # (OpenMP threads then wait on each other: 10x slower here)
+                                  # (OpenMP threads would wait on each other)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -134,7 +144,7 @@ def augment(x: torch.Tensor, config: EndToEndConfig, gen: torch.Generator) -> to
     the same colour ``pad`` letterboxes with. Shifts are whole pixels, so an unzoomed image is
     moved, never blurred.
     """
-    b, c, h, w = x.shape
+    b, c, h = x.shape[:3]
     if c == 3:  # brightness, contrast, saturation: +-20 % each, per image
         def factor() -> torch.Tensor:
             return (1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * 0.2).to(x.dtype)
@@ -162,126 +172,194 @@ def augment(x: torch.Tensor, config: EndToEndConfig, gen: torch.Generator) -> to
 
 
 # ---- the loop ----------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What the epochs share: the model and its optimiser, the data, and where training stands."""
+    model: Predictor
+    forward: nn.Module            # the model, or under a process group the model in DDP
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    X: torch.Tensor               # (N, H, W, C) uint8, on the CPU
+    Y: torch.Tensor               # encoded targets, on the device
+    device: torch.device
+    bf16: bool
+    batch: int                    # images per step on this process
+    steps: int                    # steps per epoch
+    rank: int
+    world: int
+    order_gen: torch.Generator    # the shuffle: the same on every process
+    aug_gen: torch.Generator      # augmentations (on one process the same generator as the shuffle)
+    history: list[dict] = field(default_factory=list)
+    best: tuple = (-math.inf, 0, None)  # (score, epoch, state dict)
+    epoch: int = 0                # epochs finished
+    n_seen: int = 0               # training images seen, over all processes
+    t_train: float = 0.0          # seconds in training steps
+    stopped: bool = False
+
+
 def train_end_to_end(backbone, task: Task, x_train: np.ndarray, y_train: Sequence,
                      x_val: np.ndarray, y_val: Sequence, config: EndToEndConfig = EndToEndConfig(),
                      progress: bool = False, log: Callable[[str], None] | None = None,
-                     checkpoint_dir: str | Path | None = None) -> EndToEndResult:
+                     checkpoint_dir: str | Path | None = None,
+                     dist: ProcessGroup | None = None) -> EndToEndResult:
     """Train ``backbone`` and a new linear head for ``task`` on uint8 images (N, H, W, C).
 
     With ``checkpoint_dir``: a checkpoint after every epoch, and a resumed run when one is
     there (refused, naming the setting, when the data or settings differ). The caller removes
-    the folder once the model is saved.
+    the folder once the model is saved. ``dist`` (found by itself under torchrun): the same
+    loop over DistributedDataParallel, without checkpoints; only rank 0 logs.
 
     >>> bb = create_backbone("scratch:conv16-bn-relu-maxpool,conv32-bn-relu-gap",
     ...                      input_size=28, channels=1)               # doctest: +SKIP
     >>> res = train_end_to_end(bb, task, x, y, x_val, y_val)         # doctest: +SKIP
     """
-    from .distributed import is_distributed, train_end_to_end_ddp
-
-    if is_distributed():  # under torchrun with --distributed: this loop over DDP (distributed.py)
-        return train_end_to_end_ddp(backbone, task, x_train, y_train, x_val, y_val, config, progress, log)
     if len(x_train) < 2 or len(x_val) < 1:
         raise HeadstartError(f"end-to-end training needs at least 2 training and 1 validation "
                              f"image, got {len(x_train)} and {len(x_val)}; add images.")
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    p = backbone.preprocess
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    bf16 = _use_bf16(config.bf16, device)
+    if dist is None and is_distributed():  # under torchrun with --distributed
+        dist = ProcessGroup()
+    if dist is not None and not dist.is_main:
+        progress, log = False, None
     threads_before = torch.get_num_threads()
+    try:
+        run = _set_up(backbone, task, x_train, y_train, config, dist)
+        t_start = time.perf_counter()
+        ck = None
+        if checkpoint_dir is not None and dist is None:  # each rank's augmentations differ: one process only
+            ck = Checkpoint(checkpoint_dir, _settings(backbone, task, config, run.bf16, x_train, y_train, x_val, y_val))
+            if ck.exists():
+                _restore(run, ck, log)
+        for epoch in range(run.epoch + 1, config.epochs + 1):
+            if run.stopped:  # a resumed run that had already stopped early
+                break
+            bar = _bar(run.steps * run.batch * run.world, f"epoch {epoch}/{config.epochs}", "img", progress)
+            t0 = time.perf_counter()
+            losses = _train_epoch(run, task, config, bar)
+            row = _end_epoch(run, epoch, losses, time.perf_counter() - t0, task, x_val, y_val, config, ck)
+            _report(run, row, config, bar, log)
+            if run.stopped:
+                break
+        return _finish(run, backbone, task, x_val, y_val, config, t_start)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _set_up(backbone, task: Task, x_train: np.ndarray, y_train: Sequence, config: EndToEndConfig,
+            dist: ProcessGroup | None) -> _Run:
+    """The model, its optimiser and schedule, the training data as tensors, the generators."""
+    torch.manual_seed(config.seed)  # the same initial weights on every process (DDP copies rank 0's too)
+    gen = torch.Generator().manual_seed(config.seed)
+    rank, world = (0, 1) if dist is None else (dist.rank, dist.world)
+    # one process: one generator for shuffle and augmentation; under DDP each rank its own augmentations
+    aug_gen = gen if dist is None else torch.Generator().manual_seed(config.seed * 1000 + rank)
+    device = dist.device() if dist is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = _use_bf16(config.bf16, device)
     torch.set_num_threads(_threads(config.threads))
     head = Head(backbone.feature_dim, task.out_dim, "linear", input_dropout=config.dropout)
     model = Predictor(backbone, head).to(device, memory_format=torch.channels_last)
     X = torch.from_numpy(np.ascontiguousarray(x_train))   # (N, H, W, C) uint8
     Y = task.encode(list(y_train)).to(device)
-    # Small sets still get several optimiser steps per epoch.
-    batch = max(2, min(config.batch_size, len(X) // 8))
-    steps_per_epoch = len(X) // batch  # drop the ragged last batch (batch norm needs > 1)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup * total))
-    decay, no_decay = [], []
-    for prm in model.parameters():
-        (no_decay if prm.ndim <= 1 else decay).append(prm)  # biases and norms: no decay
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
-                                              0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
-    history: list[dict] = []
-    best = (-math.inf, 0, None)   # (score, epoch, state)
-    t_start, n_seen, t_train = time.perf_counter(), 0, 0.0
-    stopped = False
-    start_epoch, ck = 0, None
-    if checkpoint_dir is not None:
-        ck = Checkpoint(checkpoint_dir, _settings(backbone, task, config, bf16, x_train, y_train, x_val, y_val))
-        if ck.exists():
-            r = ck.restore(model, opt, sched, {"gen": gen})
-            start_epoch, history, stopped = r.epoch, r.state["history"], r.state["stopped"]
-            n_seen, t_train = r.state["n_seen"], r.state["t_train"]
-            best = (r.state["best_score"], r.state["best_epoch"],
-                     {k[5:]: v for k, v in r.tensors.items() if k.startswith("best.")})
-            _set_dropout_banks(model, r.tensors)
-            if log is not None:
-                log(f"resumed from the checkpoint after epoch {start_epoch} ({ck.path})")
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        if stopped:  # a resumed run that had already stopped early
-            break
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(len(X), generator=gen)
-        losses = []
-        bar = _bar(steps_per_epoch * batch, f"epoch {epoch}/{config.epochs}", "img", progress)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch:(i + 1) * batch]
-            x = augment(to_input(X[idx], p), config, gen).to(device)   # (B, C, H, W)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(x)
-            loss = task.loss(out.float(), Y[idx.to(device)], config.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if bar is not None:
-                bar.update(len(idx))
-                if i % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
-        seconds = time.perf_counter() - t0
-        t_train += seconds
-        n_seen += steps_per_epoch * batch
-        scores = predict_scores(model, task, x_val, bf16)
-        val = task.selection_score(scores, list(y_val))
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_score": float(val),
-               "lr": float(sched.get_last_lr()[0]), "seconds": round(seconds, 2),
-               "images_per_s": round(steps_per_epoch * batch / seconds, 1)}
-        history.append(row)
-        if best[2] is None or val > best[0]:  # (a NaN score keeps the first epoch)
-            best = (val, epoch, copy.deepcopy(model.state_dict()))
-        stopped = epoch - best[1] >= config.patience
-        if ck is not None:  # before anything that may be interrupted: logging, the next epoch
-            ck.save(epoch, model, opt, sched, {"gen": gen},
-                    tensors={**{f"best.{k}": v for k, v in best[2].items()}, **_dropout_banks(model)},
-                    state={"history": history, "best_score": best[0], "best_epoch": best[1],
-                           "stopped": stopped, "n_seen": n_seen, "t_train": t_train})
+    batch = max(2, min(config.batch_size, len(X) // 8))  # the global batch: small sets still get several steps
+    local = max(2, batch // world)                       # this process's part of it
+    steps = len(X) // (local * world)  # drop the ragged last batch (batch norm needs > 1)
+    if steps < 1:
+        raise HeadstartError(f"{len(X)} training images are too few for {world} processes x {local} images "
+                             "per step; use fewer processes or more images.")
+    opt = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    sched = warmup_cosine(opt, steps * config.epochs, config.warmup)
+    forward = model if dist is None else dist.ddp(model)
+    return _Run(model, forward, opt, sched, X, Y, device, bf16, local, steps, rank, world, gen, aug_gen)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's groups: no weight decay on biases and norms (the parameters of one dimension)."""
+    decay = [q for q in model.parameters() if q.ndim > 1]
+    no_decay = [q for q in model.parameters() if q.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _restore(run: _Run, ck: Checkpoint, log: Callable[[str], None] | None) -> None:
+    """Continue after the checkpoint's epoch: weights, optimiser, schedule, generator, history."""
+    r = ck.restore(run.model, run.opt, run.sched, {"gen": run.order_gen})
+    run.epoch, run.history, run.stopped = r.epoch, r.state["history"], r.state["stopped"]
+    run.n_seen, run.t_train = r.state["n_seen"], r.state["t_train"]
+    run.best = (r.state["best_score"], r.state["best_epoch"],
+                {k[5:]: v for k, v in r.tensors.items() if k.startswith("best.")})
+    _set_dropout_banks(run.model, r.tensors)
+    if log is not None:
+        log(f"resumed from the checkpoint after epoch {run.epoch} ({ck.path})")
+
+
+def _train_epoch(run: _Run, task: Task, config: EndToEndConfig, bar) -> list[float]:
+    """One pass over this process's share of a new shuffle; the loss of each step."""
+    run.model.train()
+    p = run.model.backbone.preprocess
+    mine = torch.randperm(len(run.X), generator=run.order_gen)[run.rank::run.world]  # DistributedSampler's share
+    losses = []
+    for i in range(run.steps):
+        idx = mine[i * run.batch:(i + 1) * run.batch]
+        x = augment(to_input(run.X[idx], p), config, run.aug_gen).to(run.device)   # (B, C, H, W)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+            out = run.forward(x)  # (B, out_dim)
+        loss = task.loss(out.float(), run.Y[idx.to(run.device)], config.label_smoothing)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP the gradients are averaged over the processes here
+        run.opt.step()
+        run.sched.step()
+        losses.append(loss.item())
         if bar is not None:
-            bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val:.4f}",
-                            best=f"{best[0]:.4f}@{best[1]}", img_s=f"{row['images_per_s']:.0f}")
-            bar.close()
-        elif log is not None:
-            log(f"epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, validation {val:.4f}, "
-                f"{row['images_per_s']:.0f} img/s")
-        if stopped:
-            if log is not None:
-                log(f"stopping early: no better validation score for {config.patience} epochs; "
-                    f"keeping epoch {best[1]} ({best[0]:.4f})")
-            break
-    model.load_state_dict(best[2])
-    model.eval()
-    task.tune(predict_scores(model, task, x_val, bf16), list(y_val))
-    model.cpu()
-    torch.set_num_threads(threads_before)
+            bar.update(len(idx) * run.world)
+            if i % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
+    return losses
+
+
+def _end_epoch(run: _Run, epoch: int, losses: list[float], seconds: float, task: Task, x_val: np.ndarray,
+               y_val: Sequence, config: EndToEndConfig, ck: Checkpoint | None) -> dict:
+    """Score the validation split, keep the best epoch's weights, decide on stopping, checkpoint."""
+    images = run.steps * run.batch * run.world
+    run.epoch, run.t_train, run.n_seen = epoch, run.t_train + seconds, run.n_seen + images
+    val = task.selection_score(predict_scores(run.model, task, x_val, run.bf16), list(y_val))
+    row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_score": float(val),
+           "lr": float(run.sched.get_last_lr()[0]), "seconds": round(seconds, 2),
+           "images_per_s": round(images / seconds, 1), **({"processes": run.world} if run.world > 1 else {})}
+    run.history.append(row)
+    if run.best[2] is None or val > run.best[0]:  # (a NaN score keeps the first epoch)
+        run.best = (val, epoch, copy.deepcopy(run.model.state_dict()))
+    run.stopped = epoch - run.best[1] >= config.patience
+    if ck is not None:  # before anything that may be interrupted: logging, the next epoch
+        ck.save(epoch, run.model, run.opt, run.sched, {"gen": run.order_gen},
+                tensors={**{f"best.{k}": v for k, v in run.best[2].items()}, **_dropout_banks(run.model)},
+                state={"history": run.history, "best_score": run.best[0], "best_epoch": run.best[1],
+                       "stopped": run.stopped, "n_seen": run.n_seen, "t_train": run.t_train})
+    return row
+
+
+def _report(run: _Run, row: dict, config: EndToEndConfig, bar, log: Callable[[str], None] | None) -> None:
+    best, best_epoch = run.best[0], run.best[1]
+    if bar is not None:
+        bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{row['val_score']:.4f}",
+                        best=f"{best:.4f}@{best_epoch}", img_s=f"{row['images_per_s']:.0f}")
+        bar.close()
+    elif log is not None:
+        processes = f" ({run.world} processes)" if run.world > 1 else ""
+        log(f"epoch {row['epoch']}/{config.epochs}{processes}: loss {row['loss']:.4f}, "
+            f"validation {row['val_score']:.4f}, {row['images_per_s']:.0f} img/s")
+    if run.stopped and log is not None:
+        log(f"stopping early: no better validation score for {config.patience} epochs; "
+            f"keeping epoch {best_epoch} ({best:.4f})")
+
+
+def _finish(run: _Run, backbone, task: Task, x_val: np.ndarray, y_val: Sequence, config: EndToEndConfig,
+            t_start: float) -> EndToEndResult:
+    """The best epoch's weights, thresholds tuned on the validation split, the model on the CPU."""
+    run.model.load_state_dict(run.best[2])
+    run.model.eval()
+    task.tune(predict_scores(run.model, task, x_val, run.bf16), list(y_val))
+    run.model.cpu()
     backbone.weights_id = state_digest(backbone.state_dict())  # new weights: new cache key
-    return EndToEndResult(model, history, best[1], float(best[0]), time.perf_counter() - t_start,
-                          n_seen / max(t_train, 1e-9), stopped, config)
+    return EndToEndResult(run.model, run.history, run.best[1], float(run.best[0]), time.perf_counter() - t_start,
+                          run.n_seen / max(run.t_train, 1e-9), run.stopped, config)
 
 
 def _settings(backbone, task: Task, config: EndToEndConfig, bf16: bool, x_train, y_train, x_val, y_val) -> dict:

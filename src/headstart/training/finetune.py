@@ -15,10 +15,8 @@ first steps do not wreck the body), AdamW with separate learning rates for body 
 (body 5e-4, warm-started head 3e-4), warm-up then cosine decay, label smoothing, BatchNorm
 statistics frozen (affine parameters trained), the plain view of each training image (more
 cached augmented views did not help), 8 epochs, early stopping on the validation split keeping
-the best epoch (patience counted after warm-up). Every epoch writes a checkpoint
-(``checkpoint.py``). On clothing-small it was the best on validation of the recipes tried and
-raised test accuracy 91.9 -> 93.5 % with two seeds in 8-9 minutes on 2 cores
-(docs/export-finetune.md, "Recipe search").
+the best epoch (patience counted after warm-up): the best on validation of the recipes
+compared (docs/benchmarks.md). Every epoch writes a checkpoint (``checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +39,22 @@ from ..heads import Head
 from ..paths import atomic_path, cache_dir
 from ..tasks import Task
 from .checkpoint import Checkpoint
+from .distributed import ProcessGroup
+from .end_to_end import EndToEndConfig, augment, state_digest
+from .schedule import warmup_cosine
 
-DEFAULT_STAGES = 3  # clothing-small validation 0.909-0.918 vs 0.890-0.906 for the last 2 (docs/export-finetune.md)
+DEFAULT_STAGES = 3  # the stages at 7 x 7: better on validation than the last 2
+HEAD_WEIGHT_DECAY = 0.05  # of the warm-started head
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     stages: int = DEFAULT_STAGES  # the last N stages of the backbone are trained
-    epochs: int = 8               # the chosen recipe peaked at epochs 4-8 (validation, two seeds)
+    epochs: int = 8               # validation peaked within 8 epochs
     batch_size: int = 64
-    lr_body: float = 5e-4         # chosen on clothing-small's validation split (docs/export-finetune.md)
+    lr_body: float = 5e-4         # body and head rates: the best on a validation split
     lr_head: float = 3e-4
-    weight_decay: float = 0.01    # body; the head keeps its own (HeadConfig.weight_decay)
+    weight_decay: float = 0.01    # body; the head's is HEAD_WEIGHT_DECAY
     label_smoothing: float = 0.1
     warmup: float = 0.1           # share of the steps spent warming up
     patience: int = 3             # epochs without a better validation score before stopping (after warm-up)
@@ -165,14 +167,39 @@ def _views(path: Path, p, n_views: int, seed: int) -> list[np.ndarray]:
 
 
 def activations(backbone, first_trained: int, paths: Sequence[Path], digests: Sequence[str], n_views: int,
-                seed: int, engine: str = "auto", log: Callable[[str], None] | None = None) -> np.ndarray:
-    """(views, N, act + taps) float32 of the frozen lower part; cached on disk by content."""
+                seed: int, engine: str = "auto", log: Callable[[str], None] | None = None,
+                dist: ProcessGroup | None = None) -> np.ndarray:
+    """(views, N, act + taps) float32 of the frozen lower part; cached on disk by content.
+
+    With ``dist`` each process computes its share of the images and gathers the others', so
+    every process holds the whole array; rank 0 caches it under the one-process key."""
+    path = activations_path(backbone, first_trained, digests, n_views, seed)
+    log = log if dist is None or dist.is_main else None
+    n = len(paths)
+    if dist is not None and not dist.all(path.is_file()) and n >= 2 * dist.world:  # else cached, or too few to split
+        t0 = time.perf_counter()
+        out = dist.split(n, lambda lo, hi: _frozen_part(backbone, first_trained, paths[lo:hi], n_views, seed,
+                                                         engine, log))
+        if log is not None:
+            log(f"  frozen part: {n // dist.world} of {n} images on each of {dist.world} processes "
+                f"({time.perf_counter() - t0:.1f} s on rank 0), gathered")
+        if not dist.is_main:
+            return out
+    elif path.is_file():
+        return np.load(path, mmap_mode=None)
+    else:
+        out = _frozen_part(backbone, first_trained, paths, n_views, seed, engine, log)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    return out
+
+
+def _frozen_part(backbone, first_trained: int, paths: Sequence[Path], n_views: int, seed: int, engine: str,
+                 log: Callable[[str], None] | None) -> np.ndarray:
+    """(views, N, act + taps): the images through the frozen stages, 32 at a time."""
     from ..backbones.engines import make_engine
 
     p = backbone.preprocess
-    path = activations_path(backbone, first_trained, digests, n_views, seed)
-    if path.is_file():
-        return np.load(path, mmap_mode=None)
     lower = Lower(backbone, first_trained).eval()
     run = make_engine(lower, f"{backbone.cache_key}|lower{first_trained}", (p.channels, p.input_size, p.input_size),
                       prefer=engine)
@@ -189,8 +216,6 @@ def activations(backbone, first_trained: int, paths: Sequence[Path], digests: Se
             if log is not None and (start // 32) % 20 == 0:
                 log(f"  frozen part: {start + len(batch)}/{len(paths)} images x {n_views} views "
                     f"({time.perf_counter() - t0:.0f} s)")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, out)
     return out
 
 
@@ -203,128 +228,165 @@ def activations_path(backbone, first_trained: int, digests: Sequence[str], n_vie
 
 
 # ---- the loop ----------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What the epochs share: the trained part and its optimiser, the activations, the standing."""
+    upper: Upper
+    head: Head
+    forward: Callable[[torch.Tensor], torch.Tensor]  # head(upper(a)), in DDP under a process group
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    A: torch.Tensor               # (views, N, D) training activations
+    Y: torch.Tensor               # encoded training targets
+    A_val: torch.Tensor           # (N_val, D)
+    y_val: list
+    act_shape: tuple[int, ...]
+    whole: bool                   # every stage trained: the "activations" are the images
+    batch: int
+    steps: int                    # steps per epoch
+    dev: torch.device
+    gen: torch.Generator          # shuffle, views and augmentation
+    dist: ProcessGroup | None
+    history: list[dict] = field(default_factory=list)
+    best: tuple = (0.0, 0, None)  # (score, epoch, state)
+    epoch: int = 0                # epochs finished
+
+
 def finetune(backbone, head: Head, task: Task, train: tuple[list[Path], list[str], list], val: tuple[list[Path], list[str], list],
              config: FinetuneConfig = FinetuneConfig(), checkpoint_dir: str | Path | None = None,
              engine: str = "auto", log: Callable[[str], None] | None = None, data_key: str = "",
-             dist=None) -> FinetuneResult:
+             dist: ProcessGroup | None = None) -> FinetuneResult:
     """Fine-tune the last ``config.stages`` stages of ``backbone`` and the warm-started ``head``.
 
     ``train`` and ``val`` are (paths, sha256 digests, targets). Neither ``backbone`` nor
-    ``head`` is changed: the result holds trained copies. ``dist`` (a
-    ``finetune_distributed.ProcessGroup``, under torchrun or Ray Train): each process computes
-    the activations of its share of the images, takes its share of every batch, DDP averages
-    the gradients, and only rank 0 writes the checkpoint.
+    ``head`` is changed: the result holds trained copies. ``dist`` (under torchrun or Ray
+    Train): each process computes the activations of its share of the images, takes its share
+    of every batch, DDP averages the gradients, and only rank 0 writes the checkpoint.
     """
     t_start = time.perf_counter()
     n_stages = check_finetunable(backbone, config.stages)
     first = n_stages - config.stages
-    backbone = copy.deepcopy(backbone).eval()
-    for prm in backbone.parameters():
-        prm.requires_grad_(False)
-    head = copy.deepcopy(head)
+    backbone = copy.deepcopy(backbone).eval().requires_grad_(False)
     views = config.views if first > 0 else 1  # nothing frozen: a single view of the raw pixels
-    acts = activations if dist is None else dist.activations
-    a_train = acts(backbone, first, train[0], train[1], views, config.seed, engine, log)
-    a_val = acts(backbone, first, val[0], val[1], 1, config.seed, engine, log)[0]
+    a_train = activations(backbone, first, train[0], train[1], views, config.seed, engine, log, dist)  # (views, N, D)
+    a_val = activations(backbone, first, val[0], val[1], 1, config.seed, engine, log, dist)[0]        # (N_val, D)
     seconds_cache = time.perf_counter() - t_start
+    run = _set_up(backbone, copy.deepcopy(head), task, first, a_train, a_val, train[2], val[2], config, dist)
+    start_score = _validate(run, task)
+    run.best = (start_score, 0, _state(run.upper, run.head))
+    if log is not None:
+        log(f"fine-tuning the last {config.stages} of {n_stages} stages on {run.A.shape[1]} images x {views} "
+            f"views; validation before: {start_score:.4f}")
+    ck = None
+    if checkpoint_dir is not None:
+        ck = Checkpoint(checkpoint_dir, {"data": data_key, "backbone": backbone.cache_key, "training images":
+                                         len(train[0]), **{f"finetune {k}": v for k, v in config.to_dict().items()}})
+        if ck.exists():
+            _restore(run, ck, log)
+    start_epoch, stopped = run.epoch, False
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if epoch - max(run.best[1], _warmup_epochs(config)) > config.patience:
+            stopped = True
+            break
+        t0 = time.perf_counter()
+        losses = _train_epoch(run, task, config)
+        _end_epoch(run, epoch, losses, time.perf_counter() - t0, task, config, ck, log)
+    if stopped and log is not None:
+        log(f"stopped early: no better validation score for {config.patience} epochs after warm-up")
+    _finish(run, backbone)
+    return FinetuneResult(backbone, run.head, run.history, run.best[1], float(run.best[0]), float(start_score),
+                          time.perf_counter() - t_start, seconds_cache, start_epoch)
+
+
+def _set_up(backbone, head: Head, task: Task, first: int, a_train: np.ndarray, a_val: np.ndarray,
+            y_train: Sequence, y_val: Sequence, config: FinetuneConfig, dist: ProcessGroup | None) -> _Run:
+    """The trained stages and the head on the device, their optimiser and schedule, the data as tensors."""
     act_shape = _act_shape(backbone, first)
-    upper = Upper(backbone, first, act_shape)
-    for prm in upper.parameters():
-        prm.requires_grad_(True)
+    upper = Upper(backbone, first, act_shape).requires_grad_(True)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     upper.to(dev)
     head.to(dev)
-    forward = (lambda a: head(upper(a))) if dist is None else dist.wrap(upper, head)  # DDP under dist
+    forward = (lambda a: head(upper(a))) if dist is None else dist.ddp(nn.Sequential(upper, head))
     A = torch.from_numpy(a_train)                     # (views, N, D)
-    Y = task.encode(list(train[2]))
-    A_val = torch.from_numpy(np.ascontiguousarray(a_val))
-
+    Y = task.encode(list(y_train))
+    A_val = torch.from_numpy(np.ascontiguousarray(a_val))  # (N_val, D)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n = A.shape[1]
     batch = max(2, min(config.batch_size, n // 4))
-    steps_per_epoch = n // batch                      # ragged last batch dropped (batch norm)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup * total))
-    head_wd = 0.05
+    steps = n // batch                                # ragged last batch dropped (batch norm)
     opt = torch.optim.AdamW([
-        {"params": [q for q in upper.parameters()], "lr": config.lr_body, "weight_decay": config.weight_decay},
-        {"params": list(head.parameters()), "lr": config.lr_head, "weight_decay": head_wd}])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
-                                              0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+        {"params": list(upper.parameters()), "lr": config.lr_body, "weight_decay": config.weight_decay},
+        {"params": list(head.parameters()), "lr": config.lr_head, "weight_decay": HEAD_WEIGHT_DECAY}])
+    sched = warmup_cosine(opt, steps * config.epochs, config.warmup)
+    return _Run(upper, head, forward, opt, sched, A, Y, A_val, list(y_val), act_shape, first == 0, batch, steps,
+                dev, gen, dist)
 
-    def score() -> float:
-        s = task.selection_score(_scores(upper, head, task, A_val), list(val[2]))
-        return s if dist is None else dist.agree(s)  # every rank stops at the same epoch
 
-    start_score = score()
+def _restore(run: _Run, ck: Checkpoint, log: Callable[[str], None] | None) -> None:
+    """Continue after the checkpoint's epoch: weights, optimiser, schedule, generator, history."""
+    r = ck.restore(nn.ModuleDict({"upper": run.upper, "head": run.head}), run.opt, run.sched, {"gen": run.gen})
+    run.epoch, run.history = r.epoch, r.state["history"]
+    run.best = (r.state["best_score"], r.state["best_epoch"], r.tensors)
     if log is not None:
-        log(f"fine-tuning the last {config.stages} of {n_stages} stages on {n} images x {views} views; "
-            f"validation before: {start_score:.4f}")
-    history: list[dict] = []
-    best = (start_score, 0, _state(upper, head))
-    start_epoch = 0
-    ck = None
-    if checkpoint_dir is not None:
-        settings = {"data": data_key, "backbone": backbone.cache_key, "training images": len(train[0]),
-                    **{f"finetune {k}": v for k, v in config.to_dict().items()}}
-        ck = Checkpoint(checkpoint_dir, settings)
-        both = nn.ModuleDict({"upper": upper, "head": head})
-        if ck.exists():
-            r = ck.restore(both, opt, sched, {"gen": gen})
-            start_epoch, history = r.epoch, r.state["history"]
-            best = (r.state["best_score"], r.state["best_epoch"], r.tensors)
-            if log is not None:
-                log(f"resumed from the checkpoint after epoch {start_epoch} ({ck.path})")
-    stopped = False
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        if epoch - max(best[1], _warmup_epochs(config)) > config.patience:
-            stopped = True
-            break
-        t0 = time.perf_counter()
-        _train_mode(upper, config.bn)
-        head.train()
-        order = torch.randperm(n, generator=gen)
-        pick = torch.randint(0, views, (n,), generator=gen)
-        losses = []
-        for i in range(steps_per_epoch):
-            idx = order[i * batch:(i + 1) * batch]
-            a, y, weight = A[pick[idx], idx], Y[idx], 1.0  # (B, D)
-            if first == 0:  # whole backbone trained: the "activation" is the image, augmented on the fly
-                a = _augment_images(a, act_shape, gen)
-            if dist is not None:  # this rank's part of the batch, weighted so DDP's average is the batch mean
-                a, y, weight = dist.share(a, y)
-            loss = task.loss(forward(a.to(dev)), y.to(dev), config.label_smoothing) * weight
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        val_score = score()
-        epoch_loss = float(np.mean(losses))
-        row = {"epoch": epoch, "loss": epoch_loss if dist is None else dist.mean(epoch_loss), "val_score": val_score,
-               "seconds": round(time.perf_counter() - t0, 2)}
-        history.append(row)
-        if val_score > best[0]:
-            best = (val_score, epoch, _state(upper, head))
-        if log is not None:
-            log(f"  epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, validation {val_score:.4f} "
-                f"({row['seconds']:.1f} s)")
-        if ck is not None and (dist is None or dist.is_main):
-            ck.save(epoch, nn.ModuleDict({"upper": upper, "head": head}), opt, sched, {"gen": gen},
-                    state={"history": history, "best_score": best[0], "best_epoch": best[1]}, tensors=best[2])
-    if stopped and log is not None:
-        log(f"stopped early: no better validation score for {config.patience} epochs after warm-up")
-    _load_state(upper, head, best[2])
-    upper.cpu()
-    head.cpu()
-    upper.eval()
-    head.eval()
-    from .end_to_end import state_digest
+        log(f"resumed from the checkpoint after epoch {run.epoch} ({ck.path})")
 
+
+def _train_epoch(run: _Run, task: Task, config: FinetuneConfig) -> list[float]:
+    """One pass over a new shuffle, each image in one of its cached views; the loss of each step."""
+    _train_mode(run.upper, config.bn)
+    run.head.train()
+    n = run.A.shape[1]
+    order = torch.randperm(n, generator=run.gen)
+    pick = torch.randint(0, run.A.shape[0], (n,), generator=run.gen)  # the view of each image
+    losses = []
+    for i in range(run.steps):
+        idx = order[i * run.batch:(i + 1) * run.batch]
+        a, y, weight = run.A[pick[idx], idx], run.Y[idx], 1.0  # (B, D)
+        if run.whole:  # whole backbone trained: the "activation" is the image, augmented on the fly
+            a = _augment_images(a, run.act_shape, run.gen)
+        if run.dist is not None:  # this rank's part of the batch, weighted so DDP's average is the batch mean
+            a, y, weight = run.dist.share(a, y)
+        loss = task.loss(run.forward(a.to(run.dev)), y.to(run.dev), config.label_smoothing) * weight
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _end_epoch(run: _Run, epoch: int, losses: list[float], seconds: float, task: Task, config: FinetuneConfig,
+               ck: Checkpoint | None, log: Callable[[str], None] | None) -> None:
+    """Score the validation split, keep the best epoch's weights, log, checkpoint (rank 0 only)."""
+    val_score = _validate(run, task)
+    epoch_loss = float(np.mean(losses))
+    row = {"epoch": epoch, "loss": epoch_loss if run.dist is None else run.dist.mean(epoch_loss),
+           "val_score": val_score, "seconds": round(seconds, 2)}
+    run.history.append(row)
+    run.epoch = epoch
+    if val_score > run.best[0]:
+        run.best = (val_score, epoch, _state(run.upper, run.head))
+    if log is not None:
+        log(f"  epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, validation {val_score:.4f} "
+            f"({row['seconds']:.1f} s)")
+    if ck is not None and (run.dist is None or run.dist.is_main):
+        ck.save(epoch, nn.ModuleDict({"upper": run.upper, "head": run.head}), run.opt, run.sched, {"gen": run.gen},
+                state={"history": run.history, "best_score": run.best[0], "best_epoch": run.best[1]},
+                tensors=run.best[2])
+
+
+def _validate(run: _Run, task: Task) -> float:
+    s = task.selection_score(_scores(run.upper, run.head, task, run.A_val), run.y_val)
+    return s if run.dist is None else run.dist.agree(s)  # every rank stops at the same epoch
+
+
+def _finish(run: _Run, backbone) -> None:
+    """The best epoch's weights, in eval mode on the CPU; the backbone's new weights get a new id."""
+    _load_state(run.upper, run.head, run.best[2])
+    for module in (run.upper, run.head):
+        module.cpu().eval()
     backbone.weights_id = "finetuned-" + state_digest(backbone.state_dict())[len("trained-"):]
-    return FinetuneResult(backbone, head, history, best[1], float(best[0]), float(start_score),
-                          time.perf_counter() - t_start, seconds_cache, start_epoch)
 
 
 def features_from_activations(backbone, first_trained: int, a: np.ndarray) -> np.ndarray:
@@ -354,8 +416,6 @@ def _scores(upper: Upper, head: Head, task: Task, a: torch.Tensor) -> np.ndarray
 
 def _augment_images(a: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     """Flattened normalised images -> randomly zoomed, shifted, flipped, colour-jittered ones."""
-    from .end_to_end import EndToEndConfig, augment
-
     x = augment(a.reshape(-1, *shape), EndToEndConfig(flip=True, shift=0.08), gen)  # (B, C, H, W)
     return x.reshape(len(a), -1)
 

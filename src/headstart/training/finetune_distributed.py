@@ -1,6 +1,6 @@
 """``train --finetune`` over several processes: torchrun (``--distributed``) or Ray Train (``--ray``).
 
-The loop is ``finetune.finetune`` itself, given a ``ProcessGroup``:
+The loop is ``finetune.finetune`` itself, given a ``ProcessGroup`` (``distributed.py``):
 
 * the frozen part's activations (where the time goes) are split: process r computes images
   ``[r N / W, (r + 1) N / W)``, then every process gathers the whole array, so each holds
@@ -28,110 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..errors import HeadstartError
-from .finetune import FinetuneResult, activations, activations_path
+from .distributed import ProcessGroup as _Group
+from .finetune import FinetuneResult, activations, finetune
 
 
-class ProcessGroup:
-    """The initialised ``torch.distributed`` group, seen from one process of the fine-tune."""
-
-    def __init__(self) -> None:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise HeadstartError("a distributed fine-tune needs an initialised process group (torchrun with "
-                                 "--distributed, or a Ray Train worker).")
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.is_main = self.rank == 0
-        self.cuda = dist.get_backend() == "nccl"
-
-    def _device(self) -> torch.device:
-        return torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device("cpu")
+class ProcessGroup(_Group):
+    """``distributed.ProcessGroup`` that also answers ``activations``, for callers that ask the group."""
 
     def activations(self, backbone, first_trained: int, paths: Sequence[Path], digests: Sequence[str],
                     n_views: int, seed: int, engine: str = "auto",
                     log: Callable[[str], None] | None = None) -> np.ndarray:
         """``finetune.activations`` with the images split over the processes, then gathered."""
-        n = len(paths)
-        path = activations_path(backbone, first_trained, digests, n_views, seed)
-        log = log if self.is_main else None
-        if self._all(path.is_file()) or n < 2 * self.world:  # cached, or too few to split
-            return activations(backbone, first_trained, paths, digests, n_views, seed, engine, log)
-        bounds = [n * r // self.world for r in range(self.world + 1)]
-        lo, hi = bounds[self.rank], bounds[self.rank + 1]
-        t0 = time.perf_counter()
-        mine = activations(backbone, first_trained, paths[lo:hi], digests[lo:hi], n_views, seed, engine, log)
-        seconds = time.perf_counter() - t0
-        full = self._gather(mine, bounds)  # (views, N, D)
-        if log is not None:
-            log(f"  frozen part: {hi - lo} of {n} images on each of {self.world} processes "
-                f"({seconds:.1f} s on rank 0), gathered")
-        if self.is_main:
-            from ..paths import atomic_path
-
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, full)
-        # this shard's own cache file: the whole array above replaces it
-        activations_path(backbone, first_trained, digests[lo:hi], n_views, seed).unlink(missing_ok=True)
-        return full
-
-    def _gather(self, mine: np.ndarray, bounds: list[int]) -> np.ndarray:
-        sizes = [bounds[r + 1] - bounds[r] for r in range(self.world)]
-        v, m, d = mine.shape[0], max(sizes), mine.shape[2]
-        t = torch.zeros(v, m, d, dtype=torch.float32, device=self._device())  # padded: all_gather wants equal shapes
-        t[:, :mine.shape[1]] = torch.from_numpy(mine)
-        parts = [torch.empty_like(t) for _ in range(self.world)]
-        dist.all_gather(parts, t)
-        return np.concatenate([p[:, :s].cpu().numpy() for p, s in zip(parts, sizes)], axis=1)
-
-    def agree_flag(self, flag: bool, what: str) -> bool:
-        """``flag``, checked to be the same on every rank (else an error naming ``what``)."""
-        if self._all(flag) != (not self._all(not flag)):
-            raise HeadstartError(f"{what} differs between the processes: some see it, some do not. Put it on a "
-                                 "disk every node sees (the same path), or start over with --restart.")
-        return flag
-
-    def _all(self, flag: bool) -> bool:
-        t = torch.tensor([int(flag)], device=self._device())
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
-    def wrap(self, upper: nn.Module, head: nn.Module) -> nn.Module:
-        """upper + head in one DDP module (its constructor copies rank 0's weights to every rank)."""
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = _UpperHead(upper, head)
-        return DDP(net, device_ids=[torch.cuda.current_device()] if self.cuda else None)
-
-    def share(self, a: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """This rank's slice of the global batch, and the weight that makes DDP's mean the batch mean."""
-        b = len(a)
-        if b < self.world:
-            raise HeadstartError(f"a batch of {b} images cannot be split over {self.world} processes; use fewer "
-                                 "processes or more training images.")
-        lo, hi = b * self.rank // self.world, b * (self.rank + 1) // self.world
-        return a[lo:hi], y[lo:hi], (hi - lo) * self.world / b
-
-    def agree(self, value: float) -> float:
-        """Rank 0's value on every rank (float64: exact for a Python float)."""
-        t = torch.tensor([value], dtype=torch.float64, device=self._device())
-        dist.broadcast(t, 0)
-        return float(t.item())
-
-    def mean(self, value: float) -> float:
-        """The mean over the ranks (of the weighted batch losses: the global batches' mean loss)."""
-        t = torch.tensor([value], dtype=torch.float64, device=self._device())
-        dist.all_reduce(t)
-        return float(t.item()) / self.world
-
-
-class _UpperHead(nn.Module):
-    def __init__(self, upper: nn.Module, head: nn.Module):
-        super().__init__()
-        self.upper, self.head = upper, head
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:  # (B, act + taps) -> (B, out)
-        return self.head(self.upper(a))
+        return activations(backbone, first_trained, paths, digests, n_views, seed, engine, log, dist=self)
 
 
 # ---- torchrun: the main job's features, split too --------------------------------------------
@@ -230,8 +140,6 @@ def _root_message(e: BaseException) -> str:
 def _ray_worker(cfg: dict) -> None:
     """One Ray Train worker: the same loop as torchrun's, then rank 0 reports the weights."""
     import ray.train
-
-    from .finetune import finetune
 
     if torch.cuda.is_available() and dist.get_backend() == "nccl":
         from ray.train.torch import get_device
