@@ -64,7 +64,7 @@ def test_distributed_refuses_a_pretrained_backbone(class_folder, tmp_path, capsy
     from headstart.cli.main import main
 
     assert main(["train", str(class_folder), "--distributed", "--quiet", "--out", str(tmp_path / "m")]) == 2
-    assert "--distributed trains a CNN built from scratch" in capsys.readouterr().err
+    assert "distributed=True (--distributed) trains a CNN built from scratch" in capsys.readouterr().err
 
 
 # ---- --finetune --distributed --------------------------------------------------------------

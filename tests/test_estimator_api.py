@@ -38,15 +38,15 @@ def test_get_params_set_params_and_clone():
 
 
 @pytest.mark.parametrize("setting, value, words", [
-    ("head", "deep", ["head", "'deep'", "'mlp'", "'linear'"]),
-    ("task", "regression", ["task", "'regression'", "'continuous'"]),
-    ("engine", "tensorrt", ["engine", "'tensorrt'", "'onnxruntime'"]),
+    ("head", "deep", ["head", "'deep'", "mlp, linear"]),
+    ("task", "regression", ["task", "'regression'", "continuous"]),
+    ("engine", "tensorrt", ["engine", "'tensorrt'", "auto, onnxruntime, torch"]),
     ("epochs", 0, ["epochs", "0", "whole number >= 1"]),
     ("epochs", 2.5, ["epochs", "2.5"]),
     ("val_fraction", 1.5, ["val_fraction", "1.5"]),
-    ("resize", "squash", ["resize", "'squash'", "'pad'"]),
+    ("resize", "squash", ["resize", "'squash'", "crop, pad, stretch"]),
     ("finetune", -1, ["finetune", "-1", "'all'"]),
-    ("loss", "l1", ["loss", "'l1'", "'huber'"]),
+    ("loss", "l1", ["loss", "'l1'", "huber"]),
     ("seed", "zero", ["seed", "'zero'"]),
 ])
 def test_every_setting_is_checked_before_any_image_is_read(setting, value, words, tmp_path):

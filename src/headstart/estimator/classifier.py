@@ -85,11 +85,13 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         ``{path: target}`` mapping lists relative to that folder; a list of image paths with one
         target each; or images in memory (N, H, W[, C]) with one label each.
         ``on_progress(stage, done, total)`` hears how feature extraction goes."""
-        from .params import check_backbone, check_params
+        from .params import check_backbone, check_params, scratch_options
 
         t0 = time.perf_counter()
         check_params(self)  # every setting, before any image is read
         backbone = self._new_backbone()
+        if backbone.trained_from_scratch:  # at its input size (arrays: their own, in fit_arrays)
+            backbone = self._new_backbone(**scratch_options(self))
         check_backbone(self, backbone)
         if inputs.is_array_input(X):
             from .scratch import fit_arrays

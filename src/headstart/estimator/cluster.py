@@ -91,15 +91,19 @@ def fill_cache_share(backbone, dataset, engine: str) -> None:
     fill_feature_cache(backbone, [s.path for s in dataset.samples], [s.digest for s in dataset.samples], engine=engine)
 
 
+def require_ray_train() -> None:
+    try:
+        import ray.train.torch  # noqa: F401
+    except ImportError as e:
+        raise HeadstartError(f"--ray with --finetune runs the fine-tune on Ray Train, which is not installed here "
+                             f"({e.name} is missing). Install it with: pip install 'headstart[cluster]'") from None
+
+
 def ray_train_loop(config):
     """``finetune`` run on ``config.train_workers`` Ray Train workers."""
     from ..training.finetune_distributed import ray_loop
 
-    try:
-        import ray.train.torch  # noqa: F401
-    except ImportError as e:
-        raise HeadstartError(f"ray with finetune runs the fine-tune on Ray Train, which is not installed here "
-                             f"({e.name} is missing). Install it with: pip install 'headstart[cluster]'") from None
+    require_ray_train()
     return ray_loop(config.address, config.train_workers, config.cpus_per_worker, config.gpus_per_worker)
 
 

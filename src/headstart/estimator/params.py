@@ -65,11 +65,15 @@ def check_backbone(est, backbone) -> None:
         from ..training.finetune import check_finetunable
 
         check_finetunable(backbone, 1 if est.finetune == "all" else est.finetune)
+    if est.ray is not None and est.finetune is not None:
+        from .cluster import require_ray_train
+
+        require_ray_train()  # before the main job, not after it
     if est.ray is not None and scratch:
         raise HeadstartError(f"ray (--ray) computes cached features of a pretrained backbone; {est.backbone!r} is "
                              "built from scratch and trained end to end (nothing to cache). Drop ray.")
     if est.distributed and not scratch and est.finetune is None:
-        raise HeadstartError(f"distributed (--distributed) trains a CNN built from scratch (--backbone scratch:SPEC), "
+        raise HeadstartError(f"distributed=True (--distributed) trains a CNN built from scratch (--backbone scratch:SPEC), "
                              f"or fine-tunes a pretrained one (--finetune [N]), with DistributedDataParallel; got "
                              f"--backbone {est.backbone} without finetune. A frozen backbone's head trains in "
                              "seconds on one machine (use ray for the features).")
@@ -115,7 +119,7 @@ def _loss(task: str, loss: str) -> None:
 
 def _choice(name: str, value, choices, hint: str = "") -> None:
     if not isinstance(value, str) or value not in choices:
-        raise HeadstartError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
+        raise HeadstartError(f"{name} must be one of {', '.join(choices)}; got {value!r}"
                              + (f": {hint}" if hint else "."))
 
 
