@@ -127,3 +127,15 @@ def test_load_restores_every_setting(photos, tmp_path):
     got = {k: v for k, v in loaded.get_params().items() if k != "verbose"}
     assert got == want and loaded.verbose is True
     assert loaded.predict(photos / "dog") == clf.predict(photos / "dog")
+
+
+def test_the_command_lines_copies_of_library_names_agree():
+    """The CLI keeps a few names as text so that ``--help`` does not import torch."""
+    from headstart.backbones import is_scratch
+    from headstart.cli.common import TASK_NAMES
+    from headstart.cli.train import CHECKPOINT_FILE
+    from headstart.tasks import TASKS
+    from headstart.training.checkpoint import FILE
+
+    assert CHECKPOINT_FILE == FILE and TASK_NAMES == list(TASKS)
+    assert is_scratch("scratch:conv8-gap") and is_scratch(" Scratch:conv8") and not is_scratch("efficientnet_lite0")

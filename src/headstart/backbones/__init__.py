@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .names import DEFAULT_BACKBONE, SCRATCH_PREFIX
+from .names import DEFAULT_BACKBONE, SCRATCH_PREFIX, is_scratch
 
 if TYPE_CHECKING:
     from .base import Backbone, BackboneInfo
@@ -24,7 +24,7 @@ _LAZY = {"Backbone": "base", "BackboneInfo": "base", "backbone_from_spec": "regi
          "create_backbone": "registry", "list_backbones": "registry"}
 
 __all__ = ["DEFAULT_BACKBONE", "SCRATCH_PREFIX", "Backbone", "BackboneInfo", "backbone_from_spec",
-           "create_backbone", "list_backbones"]
+           "create_backbone", "is_scratch", "list_backbones"]
 
 
 def __getattr__(name: str):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import HeadstartError
 from .base import Backbone, BackboneInfo
-from .names import DEFAULT_BACKBONE, SCRATCH_PREFIX
+from .names import DEFAULT_BACKBONE, SCRATCH_PREFIX, is_scratch
 
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, **options) -> Backbone:
@@ -23,10 +23,10 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
 
     if not isinstance(name, str):
         raise HeadstartError(f"backbone must be a name (see `headstart backbones`), got {type(name).__name__} {name!r}")
-    if name.startswith(SCRATCH_PREFIX):
+    if is_scratch(name):
         from .scratch import ScratchBackbone
 
-        return ScratchBackbone(name.split(":", 1)[1], **options)
+        return ScratchBackbone(name.strip().split(":", 1)[1], **options)
     if options:
         raise HeadstartError(f"input_size / channels / resize (--input-size / --resize) apply to CNNs built from "
                              f"scratch; {name!r} is pretrained and brings its own preprocessing. Drop them, or use "
@@ -58,7 +58,7 @@ def backbone_from_spec(spec: dict, state: dict | None = None) -> Backbone:
         return create_backbone(name, **spec)
     from .efficientnet_lite import VARIANTS
 
-    if name.startswith(SCRATCH_PREFIX) or name in VARIANTS:  # scratch, or embedded weights fine-tuning changed
+    if is_scratch(name) or name in VARIANTS:  # scratch, or embedded weights fine-tuning changed
         bb = create_backbone(name, **spec)
         bb.load_state_dict(state)
         return bb

@@ -14,6 +14,7 @@ from . import cluster
 from .common import ENGINES, TASK_NAMES, add_data_fractions, add_labels, write_json
 
 DEFAULT_STAGES = 3  # = training.finetune.DEFAULT_STAGES (not imported: that module imports torch)
+CHECKPOINT_FILE = "checkpoint.safetensors"  # = training.checkpoint.FILE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,7 +96,7 @@ def _prepare_checkpoint(args: argparse.Namespace, clf) -> None:
     ck = Path(clf.checkpoint_dir)
     if args.restart:
         shutil.rmtree(ck, ignore_errors=True)
-    elif args.resume and not clf._checkpoint_exists():
+    elif args.resume and not (ck / CHECKPOINT_FILE).is_file():
         what = "fine-tuning" if args.finetune is not None else "training"
         raise HeadstartError(f"--resume: no {what} checkpoint for --out {args.out} (looked in {ck}). "
                              "Run without --resume to start.")

@@ -89,9 +89,10 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
 
         t0 = time.perf_counter()
         check_params(self)  # every setting, before any image is read
-        backbone = self._new_backbone()
-        if backbone.trained_from_scratch:  # at its input size (arrays: their own, in fit_arrays)
-            backbone = self._new_backbone(**scratch_options(self))
+        from ..backbones import is_scratch
+
+        # a scratch CNN at its input size (arrays: at their own, in fit_arrays)
+        backbone = self._new_backbone(**(scratch_options(self) if is_scratch(self.backbone) else {}))
         check_backbone(self, backbone)
         if inputs.is_array_input(X):
             from .scratch import fit_arrays
