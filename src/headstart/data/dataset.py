@@ -101,10 +101,10 @@ class Dataset:
     def counts(self) -> dict[str, dict[str, int]]:
         """label -> split -> number of good samples (every split listed, zeros included);
         one row ``"all"`` when the targets are not classes."""
-        keys = self.labels or ["all"]
-        out = {k: dict.fromkeys(SPLITS, 0) for k in keys}
+        labels = self.labels  # (computed from every sample: once)
+        out = {k: dict.fromkeys(SPLITS, 0) for k in labels or ["all"]}
         for s in self.samples:
-            out[s.label if self.labels else "all"][s.split] += 1
+            out[s.label if labels else "all"][s.split] += 1
         return out
 
     def describe(self) -> str:
