@@ -139,3 +139,18 @@ def test_the_command_lines_copies_of_library_names_agree():
 
     assert CHECKPOINT_FILE == FILE and TASK_NAMES == list(TASKS)
     assert is_scratch("scratch:conv8-gap") and is_scratch(" Scratch:conv8") and not is_scratch("efficientnet_lite0")
+
+
+def test_predicting_does_not_import_scikit_learn(trained_model):
+    """Serving and predicting load no scikit-learn (SciPy, pandas): only metrics and sklearn's
+    own tools (clone, GridSearchCV) do."""
+    import subprocess
+    import sys
+
+    model_dir, data = trained_model
+    code = ("import sys, headstart; m = headstart.load(sys.argv[1]); print(m.predict(sys.argv[2])[:1]); "
+            "print(sorted({k.split('.')[0] for k in sys.modules} & {'sklearn', 'scipy', 'pandas'}))")
+    p = subprocess.run([sys.executable, "-c", code, str(model_dir), str(data)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]", p.stdout

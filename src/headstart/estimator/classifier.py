@@ -15,18 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import HeadstartError, NotFittedError
 from . import inputs
 from .fitted import Fitted
+from .sklearn_api import ScikitLearnEstimator
 
 # How and where a fit runs, not what it learns: ``load`` does not restore these.
 RUNTIME_PARAMS = ("engine", "verbose", "checkpoint_dir", "ray", "distributed")
 
 
-class ImageClassifier(ClassifierMixin, BaseEstimator):
+class ImageClassifier(ScikitLearnEstimator):
     """A pretrained backbone (frozen, features cached) with a new head trained on your images;
     or a CNN built from scratch (``backbone="scratch:SPEC"``) trained end to end.
 
