@@ -57,6 +57,17 @@ def test_every_setting_is_checked_before_any_image_is_read(setting, value, words
     assert "not-there" not in str(e.value)
 
 
+def test_data_that_is_neither_a_folder_nor_paths_is_refused_by_name():
+    from headstart import read_dataset
+
+    with pytest.raises(HeadstartError, match="a list of image file paths, got int"):
+        read_dataset(42, ["a"])
+    with pytest.raises(HeadstartError, match="got list of float"):
+        read_dataset([1.5, 2.5], ["a", "b"])
+    with pytest.raises(HeadstartError, match="needs one target each"):
+        read_dataset(["a.jpg", "b.jpg"], ["cat"])
+
+
 def test_settings_that_need_another_backbone_say_so(tmp_path):
     with pytest.raises(HeadstartError, match="apply to CNNs built from scratch"):
         ImageClassifier(input_size=28).fit(tmp_path / "x")
@@ -117,6 +128,7 @@ def test_predict_takes_pil_images_and_arrays_and_refuses_the_rest(fitted, paths_
         clf.predict(42)
     with pytest.raises(HeadstartError, match="got list of dict"):
         clf.predict([{"a": 1}])
+    assert clf.predict(np.array(paths[:3])) == clf.predict(paths[:3])  # paths in a NumPy array too
 
 
 def test_load_restores_every_setting(photos, tmp_path):

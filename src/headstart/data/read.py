@@ -52,11 +52,13 @@ def read_dataset(data: str | Path | Sequence, labels: str | Path | Mapping | Seq
 
 def _from_lists(paths: Sequence, targets, **options) -> Dataset:
     """Image paths and one target each: the mapping form, rooted at the paths' common folder."""
-    if isinstance(paths, (bytes, Mapping)) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
-        kinds = sorted({type(p).__name__ for p in (paths if isinstance(paths, Sequence) else [paths])})
-        raise HeadstartError(f"data must be a folder, or a list of image file paths, got {type(paths).__name__} "
-                             f"of {', '.join(kinds[:3]) or 'nothing'}; images in memory go as an array "
-                             "(N, H, W[, C]).")
+    if hasattr(paths, "tolist") and not isinstance(paths, (str, bytes)):  # a NumPy array of paths
+        paths = paths.tolist()
+    if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        kinds = sorted({type(p).__name__ for p in paths}) if isinstance(paths, (list, tuple)) else []
+        raise HeadstartError(f"data must be a folder, or a list of image file paths, got {type(paths).__name__}"
+                             + (f" of {', '.join(kinds[:3])}" if kinds else "")
+                             + "; images in memory go as an array (N, H, W[, C]).")
     if targets is None or isinstance(targets, (str, os.PathLike, Mapping)) or len(targets) != len(paths):
         got = "none" if targets is None else (f"{len(targets)}" if hasattr(targets, "__len__") else
                                               type(targets).__name__)

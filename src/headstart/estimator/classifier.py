@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -341,7 +342,7 @@ class ImageClassifier(ScikitLearnEstimator):
                                                               engine=self.engine, progress=self.verbose):
                 where = {i: j for j, i in enumerate(index)}
                 scores = predict_scores(self.task_, self.head_, feats) if len(feats) else np.zeros((0,))
-                fails = [type(f)(where[f.index], f.path, f.reason, f.detail) for f in failures]
+                fails = [replace(f, index=where[f.index]) for f in failures]
                 yield from prediction_rows(self.task_, [paths[i] for i in index], scores, fails, top_k)
         finally:
             if cache is not None:

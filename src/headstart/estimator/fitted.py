@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import HeadstartError
+
 
 @dataclass
 class Fitted:
@@ -30,7 +32,6 @@ class Fitted:
 def fit_task(est, dataset, targets: list, log) -> tuple[object, dict]:
     """The task, fitted on the training ``targets``, and what the fit record says of it: which
     task and why (``dataset.task`` from a CSV or a list; else class folders, or ``est.task``)."""
-    from ..errors import HeadstartError
     from ..tasks import infer_task, make_task
 
     task, reason = getattr(dataset, "task", None), getattr(dataset, "task_reason", "")
@@ -55,8 +56,6 @@ def fit_task(est, dataset, targets: list, log) -> tuple[object, dict]:
 
 
 def check_splits(where: str, n_train: int, n_val: int) -> None:
-    from ..errors import HeadstartError
-
     if not n_train or not n_val:
         raise HeadstartError(
             f"{where} has {n_train} training and {n_val} validation images after skipping bad files; need at "
@@ -64,8 +63,6 @@ def check_splits(where: str, n_train: int, n_val: int) -> None:
 
 
 def check_known(task, held_out: list) -> None:
-    from ..errors import HeadstartError
-
     missing = task.unknown(held_out)
     if missing:
         raise HeadstartError(f"classes {missing} have validation/test images but none for training; "

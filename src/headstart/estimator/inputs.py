@@ -33,6 +33,8 @@ def image_paths(X, what: str) -> list[Path]:
 
     if isinstance(X, (str, os.PathLike)):
         X = [X]
+    elif hasattr(X, "tolist") and not isinstance(X, (bytes, list, tuple)):  # a NumPy array of paths
+        X = X.tolist()
     if not isinstance(X, (list, tuple)) or not all(isinstance(x, (str, os.PathLike)) for x in X):
         got = type(X).__name__ + (f" of {', '.join(sorted({type(x).__name__ for x in X}))}"
                                   if isinstance(X, (list, tuple)) and X else "")
