@@ -32,10 +32,10 @@ class BankDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, D)
         if not self.training or self.p == 0:
             return x
-        if self._bank is None or self._bank.shape[1] != x.shape[1]:
-            self._bank = torch.rand(self.BANK, x.shape[1]) >= self.p
+        if self._bank is None or self._bank.shape[1] != x.shape[1]:  # kept units, pre-scaled by 1 / (1 - p)
+            self._bank = (torch.rand(self.BANK, x.shape[1]) >= self.p).float() * (1.0 / (1.0 - self.p))
         rows = torch.randint(0, self.BANK, (x.shape[0],))
-        return x * self._bank[rows] * (1.0 / (1.0 - self.p))
+        return x * self._bank[rows]
 
 
 class Head(nn.Module):

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local weights file for a timm backbone (safetensors or state dict)")
     p.add_argument("--head", choices=["mlp", "linear"], default="mlp",
                    help="mlp (default: a small MLP, more accurate) or linear (retrain.py's single softmax layer)")
-    p.add_argument("--epochs", type=int, help="head training epochs (default 25; scratch CNNs: at most 30, early stopping)")
+    p.add_argument("--epochs", type=int, help="head training epochs, run exactly (default: automatic, 25 or more on small sets, fewer on large; "
+                   "the best epoch on validation is kept; scratch CNNs: at most 30, early stopping)")
     p.add_argument("--input-size", type=int, metavar="N", help="scratch CNNs: side of the square input in px (default 64)")
     p.add_argument("--resize", metavar="MODE", help="scratch CNNs: crop (centre square), pad (letterbox, default) or stretch")
     p.add_argument("--no-flip", action="store_true", help="scratch CNNs: no random horizontal flips (digits, text)")

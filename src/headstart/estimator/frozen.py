@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +33,19 @@ def fit_frozen(est, dataset, backbone, features, log, t0: float) -> Fitted:
     y = np.array([s.label for s in samples], dtype=object)  # python str: echoed in messages
     task, task_info = fit_task(est, dataset, list(y[tr]), log)
     check_known(task, list(y[va | te]))
-    config = HeadConfig(kind=est.head, seed=est.seed,
-                        **({"epochs": est.epochs, "max_steps": 10**9} if est.epochs else {}))
-    log(f"training a {config.kind} head on {int(tr.sum())} images, {feats.shape[1]} features each ...")
+    config = HeadConfig(kind=est.head, seed=est.seed, epochs=est.epochs)
+    epochs, _ = config.plan(int(tr.sum()))
+    log(f"training a {config.kind} head on {int(tr.sum())} images, {feats.shape[1]} features each, "
+        f"{epochs} epochs" + ("" if est.epochs else " (automatic: set epochs to choose)") + " ...")
     t_head = time.perf_counter()
-    fit = select_and_fit(task, feats[tr], list(y[tr]), feats[va], list(y[va]), config, refit=est.refit)
-    metrics = {"validation": {"score": fit.val_score, "metric": task.selection_name, "n_images": int(va.sum())}}
-    log(f"head trained in {time.perf_counter() - t_head:.1f} s; validation {task.selection_name} "
-        f"{fit.val_score:.4f}" + (" (then refitted on train + validation)" if est.refit else ""))
+    with epoch_bar(epochs, task.selection_name, est.verbose) as on_epoch:
+        fit = select_and_fit(task, feats[tr], list(y[tr]), feats[va], list(y[va]), config, refit=est.refit,
+                             on_epoch=on_epoch)
+    metrics = {"validation": {"score": fit.val_score, "metric": task.selection_name, "n_images": int(va.sum()),
+                              "best_epoch": fit.best_epoch, "epochs": epochs}}
+    log(f"head trained in {time.perf_counter() - t_head:.1f} s; kept epoch {fit.best_epoch} of {epochs}, the best "
+        f"on validation: {task.selection_name} {fit.val_score:.4f}"
+        + (" (then refitted on train + validation)" if est.refit else ""))
     if te.any():
         metrics["test"] = score_features(task, fit.head, feats[te], list(y[te]), [s.rel for s, t in zip(samples, te) if t])
     info = {"data": str(Path(dataset.root).resolve()), "seconds": round(time.perf_counter() - t0, 2),
@@ -47,6 +54,27 @@ def fit_frozen(est, dataset, backbone, features, log, t0: float) -> Fitted:
     skipped = [{"file": dataset.samples[f.index].rel, "reason": f.reason, "detail": f.detail} for f in failures]
     return Fitted(backbone, fit.head, task, config, fit.history, metrics, info, dataset, skipped,
                   data_check(task, fit.head, feats, samples, va))
+
+
+@contextmanager
+def epoch_bar(epochs: int, metric: str, enabled: bool):
+    """An ``on_epoch`` callback that draws the head's epochs as a progress bar (None when quiet)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=epochs, desc="head", unit="epoch", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def on_epoch(row: dict, total: int) -> None:
+        bar.set_postfix_str(f"loss {row['loss']:.3f}" + (f", validation {metric} {row['val_score']:.3f}"
+                                                          if "val_score" in row else ""), refresh=False)
+        bar.update(1)
+
+    try:
+        yield on_epoch
+    finally:
+        bar.close()
 
 
 def score_features(task, head, feats: np.ndarray, targets: list, files: list[str]) -> dict:

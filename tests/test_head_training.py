@@ -1,0 +1,52 @@
+"""The head's loop on cached features: epochs as asked, the best validation epoch kept, progress heard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headstart.tasks import Multiclass
+from headstart.training.head import MIN_STEPS, HeadConfig, fit_head, predict_scores, select_and_fit
+
+
+def _noisy(n: int, seed: int, dim: int = 300, signal: float = 0.6):
+    """Two classes told apart by a weak signal in a few of many noise dimensions: an MLP
+    memorises the training set, so validation peaks and then falls."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x[:, :5] += signal * (2 * y[:, None] - 1)
+    return x, ["ant" if v else "bee" for v in y]
+
+
+def test_explicit_epochs_are_honoured_and_automatic_ones_take_enough_steps():
+    task = Multiclass(["ant", "bee"])
+    x, y = _noisy(40, 0)
+    seen = []
+    fit = fit_head(task, x, y, HeadConfig(epochs=7), x, y, on_epoch=lambda row, total: seen.append((row["epoch"], total)))
+    assert [r["epoch"] for r in fit.history] == list(range(1, 8))
+    assert seen == [(e, 7) for e in range(1, 8)]
+    epochs, per_epoch = HeadConfig().plan(40)
+    assert epochs * per_epoch >= MIN_STEPS
+    assert HeadConfig().plan(1_000_000)[0] == 1  # the step cap: large sets stay quick
+
+
+def test_the_best_validation_epoch_is_kept_not_the_last():
+    task = Multiclass(["ant", "bee"])
+    x, y = _noisy(60, 1)
+    xv, yv = _noisy(400, 2)
+    fit = select_and_fit(task, x, y, xv, yv, HeadConfig(epochs=150, weight_decay=0.0, dropout=0.0, input_dropout=0.0))
+    scores = [r["val_score"] for r in fit.history]
+    assert scores[-1] < max(scores), "the setting must overfit for this test to mean anything"
+    assert fit.val_score == pytest.approx(max(scores))
+    assert scores[fit.best_epoch - 1] == pytest.approx(max(scores))
+    now = task.selection_score(predict_scores(task, fit.head, xv), yv)
+    assert now == pytest.approx(max(scores))  # the head returned is the one of the kept epoch
+
+
+def test_refit_trains_as_many_epochs_as_were_kept():
+    task = Multiclass(["ant", "bee"])
+    x, y = _noisy(60, 3)
+    xv, yv = _noisy(60, 4)
+    fit = select_and_fit(task, x, y, xv, yv, HeadConfig(epochs=12), refit=True)
+    assert 1 <= fit.best_epoch <= 12 and fit.config.epochs == fit.best_epoch
