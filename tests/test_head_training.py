@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from headstart.tasks import Multiclass
-from headstart.training.head import MIN_STEPS, HeadConfig, fit_head, predict_scores, select_and_fit
+from headstart.training.head import (
+    MIN_STEPS,
+    HeadConfig,
+    _Validation,
+    fit_head,
+    predict_scores,
+    select_and_fit,
+)
 
 
 def _noisy(n: int, seed: int, dim: int = 300, signal: float = 0.6):
@@ -31,17 +38,26 @@ def test_explicit_epochs_are_honoured_and_automatic_ones_take_enough_steps():
     assert HeadConfig().plan(1_000_000)[0] == 1  # the step cap: large sets stay quick
 
 
-def test_the_best_validation_epoch_is_kept_not_the_last():
+def test_an_epoch_clearly_better_on_validation_is_kept_not_the_last():
     task = Multiclass(["ant", "bee"])
-    x, y = _noisy(60, 1)
-    xv, yv = _noisy(400, 2)
-    fit = select_and_fit(task, x, y, xv, yv, HeadConfig(epochs=150, weight_decay=0.0, dropout=0.0, input_dropout=0.0))
+    x, y = _noisy(200, 1, signal=2.0)
+    flipped = ["bee" if v == "ant" else "ant" for v in y]  # validation that learning only makes worse
+    fit = select_and_fit(task, x, y, x, flipped, HeadConfig(epochs=30))
     scores = [r["val_score"] for r in fit.history]
-    assert scores[-1] < max(scores), "the setting must overfit for this test to mean anything"
+    assert max(scores) > scores[-1] + 0.2
+    assert fit.best_epoch < 30 and scores[fit.best_epoch - 1] == pytest.approx(max(scores))
     assert fit.val_score == pytest.approx(max(scores))
-    assert scores[fit.best_epoch - 1] == pytest.approx(max(scores))
-    now = task.selection_score(predict_scores(task, fit.head, xv), yv)
+    now = task.selection_score(predict_scores(task, fit.head, x), flipped)
     assert now == pytest.approx(max(scores))  # the head returned is the one of the kept epoch
+
+
+@pytest.mark.parametrize("best, last, n, kept", [(1.0, 26 / 27, 27, "last"), (0.8886, 0.8827, 341, "last"),
+                                                 (0.95, 0.80, 400, "best"), (0.60, 0.50, 2000, "best")])
+def test_an_earlier_epoch_replaces_the_last_only_when_it_is_better_by_more_than_noise(best, last, n, kept):
+    task = Multiclass(["ant", "bee"])
+    v = _Validation(task, np.zeros((n, 3), np.float32), ["ant"] * n, 0.0)
+    v.best, v.best_epoch = (best, 0.0), 3
+    assert v.beats_last(last) == (kept == "best")
 
 
 def test_refit_trains_as_many_epochs_as_were_kept():

@@ -43,8 +43,8 @@ def fit_frozen(est, dataset, backbone, features, log, t0: float) -> Fitted:
                              on_epoch=on_epoch)
     metrics = {"validation": {"score": fit.val_score, "metric": task.selection_name, "n_images": int(va.sum()),
                               "best_epoch": fit.best_epoch, "epochs": epochs}}
-    log(f"head trained in {time.perf_counter() - t_head:.1f} s; kept epoch {fit.best_epoch} of {epochs}, the best "
-        f"on validation: {task.selection_name} {fit.val_score:.4f}"
+    log(f"head trained in {time.perf_counter() - t_head:.1f} s; validation {task.selection_name} "
+        f"{fit.val_score:.4f}, {kept_epoch(fit, epochs, int(va.sum()))}"
         + (" (then refitted on train + validation)" if est.refit else ""))
     if te.any():
         metrics["test"] = score_features(task, fit.head, feats[te], list(y[te]), [s.rel for s, t in zip(samples, te) if t])
@@ -54,6 +54,18 @@ def fit_frozen(est, dataset, backbone, features, log, t0: float) -> Fitted:
     skipped = [{"file": dataset.samples[f.index].rel, "reason": f.reason, "detail": f.detail} for f in failures]
     return Fitted(backbone, fit.head, task, config, fit.history, metrics, info, dataset, skipped,
                   data_check(task, fit.head, feats, samples, va))
+
+
+def kept_epoch(fit, epochs: int, n_val: int) -> str:
+    """Which epoch's weights the head kept, and why, in words."""
+    scores = [r["val_score"] for r in fit.history]
+    best = max(range(len(scores)), key=lambda i: (scores[i], i))
+    if fit.best_epoch != epochs:
+        return f"epoch {fit.best_epoch} of {epochs} kept: better on validation than the last ({scores[-1]:.4f})"
+    if scores[best] > scores[-1]:
+        return (f"last epoch kept: epoch {best + 1} scored {scores[best]:.4f}, within the noise of "
+                f"{n_val} validation images")
+    return f"last epoch ({epochs}) kept, the best on validation"
 
 
 @contextmanager

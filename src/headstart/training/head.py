@@ -57,15 +57,15 @@ class FitResult:
     config: HeadConfig
     history: list[dict]           # per epoch: {"epoch", "loss", "val_score"?, "val_loss"?}
     val_score: float | None = None
-    best_epoch: int | None = None  # the epoch whose weights were kept (best on validation)
+    best_epoch: int | None = None  # the epoch whose weights were kept
 
 
 def fit_head(task: Task, x: np.ndarray, targets, config: HeadConfig = HeadConfig(),
              x_val: np.ndarray | None = None, targets_val=None,
              on_epoch: Callable[[dict, int], None] | None = None) -> FitResult:
     """Train a fresh head on features ``x`` (N, D) for ``targets``. With validation data, score
-    every epoch and keep the weights of the best one (early stopping: the score, then the
-    validation loss on ties). ``on_epoch(row, epochs)`` hears each epoch's figures."""
+    every epoch and go back to the best one (the score, then the validation loss on ties) when
+    it beats the last by more than noise. ``on_epoch(row, epochs)`` hears each epoch's figures."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -96,10 +96,13 @@ def fit_head(task: Task, x: np.ndarray, targets, config: HeadConfig = HeadConfig
         history.append(row)
         if on_epoch is not None:
             on_epoch(row, epochs)
-    if val is not None:
-        head.load_state_dict(val.best_state)
     head.eval()
-    return FitResult(head, config, history, val.best[0] if val else None, val.best_epoch if val else None)
+    if val is None:
+        return FitResult(head, config, history)
+    if val.beats_last(history[-1]["val_score"]):
+        head.load_state_dict(val.best_state)
+        return FitResult(head, config, history, val.best[0], val.best_epoch)
+    return FitResult(head, config, history, history[-1]["val_score"], len(history))
 
 
 def _adamw(head: Head, config: HeadConfig) -> torch.optim.AdamW:
@@ -131,6 +134,16 @@ class _Validation:
             self.best, self.best_epoch = key, epoch
             self.best_state = {k: v.clone() for k, v in head.state_dict().items()}
         return {"val_score": score, "val_loss": loss}
+
+    def beats_last(self, last: float) -> bool:
+        """Whether the best epoch beats the last by more than the validation split's noise (one
+        standard error of a proportion, plus half an image): keeping the best epoch outright lost
+        to keeping the last on validation data (docs/benchmarks.md), the cosine schedule's end."""
+        if self.best_epoch is None or not math.isfinite(last):
+            return self.best_epoch is not None
+        n = len(self.targets)
+        p = min(max(last, 0.0), 1.0)
+        return self.best[0] > last + math.sqrt(p * (1 - p) / n) + 0.5 / n
 
 
 def predict_scores(task: Task, head: Head, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
