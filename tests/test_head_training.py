@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headstart.tasks import Multiclass
+from headstart.tasks import Binary, Multiclass, task_from_dict
 from headstart.training.head import (
     MIN_STEPS,
     HeadConfig,
@@ -66,3 +66,33 @@ def test_refit_trains_as_many_epochs_as_were_kept():
     xv, yv = _noisy(60, 4)
     fit = select_and_fit(task, x, y, xv, yv, HeadConfig(epochs=12), refit=True)
     assert 1 <= fit.best_epoch <= 12 and fit.config.epochs == fit.best_epoch
+
+
+def test_a_binary_threshold_moves_only_where_validation_supports_it():
+    rng = np.random.default_rng(0)
+    task = Binary(["ants", "bees"])
+    # 14 + 13 images: the best threshold looks better, but one image is 7 points
+    y = np.array([0] * 14 + [1] * 13)
+    p = np.clip(0.4 + 0.2 * y + rng.normal(0, 0.15, len(y)), 0, 1)  # centred on 0.5
+    task.tune(np.stack([1 - p, p], 1), [task.labels[i] for i in y])
+    assert task.threshold == 0.5 and "within the noise of 27 images" in task.threshold_reason
+    task.tune(np.stack([1 - p, p], 1)[:18], [task.labels[i] for i in y[:18]])  # 14 and 4
+    assert task.threshold == 0.5 and "too few validation images to tune it (14 and 4" in task.threshold_reason
+    # 600 + 600 images whose scores all sit low: 0.5 calls everything "ants", a threshold near 0.45 is right
+    y = np.array([0] * 600 + [1] * 600)
+    p = np.clip(0.40 + 0.1 * y + rng.normal(0, 0.02, len(y)), 0, 1)
+    task.tune(np.stack([1 - p, p], 1), [task.labels[i] for i in y])
+    assert 0.42 < task.threshold < 0.48 and "tuned on 1200 validation images" in task.threshold_reason
+    decoded = task.decode(np.array([[0.55, 0.45]]))[0]
+    assert decoded["label"] == "bees" and decoded["threshold"] == task.threshold
+    line = task.text(decoded)
+    assert line.startswith("bees (p(bees) 0.45 >= threshold 0.4") and "top: ants 0.55, bees 0.45" in line
+    assert task_from_dict(task.to_dict()).threshold_reason == task.threshold_reason
+
+
+def test_the_worst_predicted_are_errors_even_when_correct_images_score_lower():
+    task = Multiclass(["a", "b", "c"])
+    # ten correct but unsure images score below the three errors
+    scores = np.array([[0.34, 0.33, 0.33]] * 10 + [[0.40, 0.60, 0.0], [0.45, 0.55, 0.0], [0.42, 0.0, 0.58]])
+    worst = task.worst(scores, ["a"] * 13, [f"f{i}" for i in range(13)], n=10)
+    assert [w["file"] for w in worst] == ["f10", "f12", "f11"]  # every error, the least likely truth first

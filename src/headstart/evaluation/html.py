@@ -126,7 +126,7 @@ def _headline(m: dict) -> dict:
         who = f"{base.get('name', 'baseline')}" + (f" (always '{base['label']}')" if "label" in base else "")
         baseline = {"who": who, "desc": desc}
     return {"cards": cards, "n_images": m.get("n_images", "?"), "baseline": baseline,
-            "threshold": m.get("threshold")}
+            "threshold": m.get("threshold"), "threshold_reason": m.get("threshold_reason")}
 
 
 def _per_class(per_class: dict) -> list[dict]:

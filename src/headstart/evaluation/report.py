@@ -16,7 +16,8 @@ def format_report(m: dict, title: str = "test split") -> str:
         out.append(f"top-5 accuracy  {m['top5_accuracy']:.4f}")
     for key in ("roc_auc", "pr_auc", "f1", "threshold"):
         if key in m:
-            out.append(f"{key:<15} {m[key]:.4f}")
+            out.append(f"{key:<15} {m[key]:.4f}" + (f"   ({m['threshold_reason']})" if key == "threshold"
+                                                     and m.get("threshold_reason") else ""))
     width = max(12, *(len(c) for c in labels))
     out.append("")
     out.append(f"{'class':<{width}}  precision  recall     f1  support")

@@ -94,7 +94,7 @@ class Multiclass(Task):
         p_true = scores[np.arange(len(y)), y]
         return [{"file": files[i], "true": targets[i], "predicted": self.labels[pred[i]],
                  "p_true": float(p_true[i]), "p_predicted": float(scores[i, pred[i]])}
-                for i in np.argsort(p_true)[:n] if pred[i] != y[i]]
+                for i in [i for i in np.argsort(p_true) if pred[i] != y[i]][:n]]  # the n worst errors
 
     columns = ("label", "probability", "top")
 
@@ -113,9 +113,12 @@ class Binary(Multiclass):
 
     name = "binary"
 
-    def __init__(self, labels: Sequence[str] = (), threshold: float = 0.5):
+    MIN_PER_CLASS = 10  # validation images of each class below which no threshold is tuned
+
+    def __init__(self, labels: Sequence[str] = (), threshold: float = 0.5, threshold_reason: str = "the default"):
         super().__init__(labels)
         self.threshold = threshold
+        self.threshold_reason = threshold_reason  # how the threshold was chosen, in words
 
     def fit_targets(self, targets):
         found = sorted(set(targets))
@@ -143,8 +146,14 @@ class Binary(Multiclass):
         return (scores[:, 1] >= self.threshold).astype(np.int64)
 
     def tune(self, scores, targets):
+        """Move the threshold from 0.5 only where validation supports it: at least MIN_PER_CLASS
+        images of each class, and a balanced-accuracy gain over 0.5 larger than its standard error."""
         y = self.index(targets)
-        if len(set(y)) < 2:
+        n0, n1 = int((y == 0).sum()), int((y == 1).sum())
+        self.threshold, self.threshold_reason = 0.5, "the default"
+        if min(n0, n1) < self.MIN_PER_CLASS:
+            self.threshold_reason = (f"the default: too few validation images to tune it ({n0} and {n1}; "
+                                     f"at least {self.MIN_PER_CLASS} of each class are needed)")
             return
         p = scores[:, 1]
 
@@ -156,16 +165,39 @@ class Binary(Multiclass):
         # a small validation split and misplaces the refitted head's boundary.
         u = np.unique(p)
         candidates = np.append((u[:-1] + u[1:]) / 2, [0.5, u[0], u[-1] + 1e-6])
-        self.threshold = float(max(candidates, key=lambda t: (balanced_accuracy(t), -abs(t - 0.5))))
+        best = float(max(candidates, key=lambda t: (balanced_accuracy(t), -abs(t - 0.5))))
+        gain, noise = balanced_accuracy(best) - balanced_accuracy(0.5), 0.25 * np.sqrt(1 / n0 + 1 / n1)
+        if gain > noise:
+            self.threshold = best
+            self.threshold_reason = (f"tuned on {n0 + n1} validation images: balanced accuracy "
+                                     f"{balanced_accuracy(best):.3f}, against {balanced_accuracy(0.5):.3f} at 0.5")
+        else:
+            self.threshold_reason = (f"the default: the best threshold on validation ({best:.2f}) gained "
+                                     f"{gain:.3f} balanced accuracy, within the noise of {n0 + n1} images")
+
+    def decode(self, scores, top_k=5):
+        out = super().decode(scores, top_k)
+        for row in out:
+            row["threshold"] = self.threshold
+        return out
+
+    def text(self, decoded):
+        t = decoded.get("threshold", 0.5)
+        if t == 0.5:
+            return super().text(decoded)
+        p_pos = decoded["probability"] if decoded["label"] == self.labels[1] else 1 - decoded["probability"]
+        sign = ">=" if p_pos >= t else "<"
+        return (f"{decoded['label']} (p({self.labels[1]}) {p_pos:.2f} {sign} threshold {t:.2f})   "
+                f"top: " + ", ".join(f"{x['label']} {x['probability']:.2f}" for x in decoded["top"]))
 
     def metrics(self, scores, targets):
         from .metrics import binary_metrics
 
         m = super().metrics(scores, targets)
-        m.update(binary_metrics(self.index(targets), scores[:, 1], self.threshold))
+        m.update(binary_metrics(self.index(targets), scores[:, 1], self.threshold), threshold_reason=self.threshold_reason)
         return m
 
     def to_dict(self):
-        return {**super().to_dict(), "threshold": self.threshold}
+        return {**super().to_dict(), "threshold": self.threshold, "threshold_reason": self.threshold_reason}
 
 

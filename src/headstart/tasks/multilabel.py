@@ -75,8 +75,8 @@ class Multilabel(Task):
     def tune(self, scores, targets):
         y = self.multi_hot(targets) > 0.5
         for j in range(len(self.labels)):
-            if y[:, j].all() or not y[:, j].any():
-                continue  # nothing to balance on this split: keep the threshold
+            if min(y[:, j].sum(), (~y[:, j]).sum()) < 10:
+                continue  # too few images with or without the label to tune on: keep the threshold
             p = scores[:, j]
 
             def f1(t: float) -> float:

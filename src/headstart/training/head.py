@@ -10,8 +10,8 @@ tuned). Refitting on train + validation (``refit=True``) is off: it did not rais
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
