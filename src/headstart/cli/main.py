@@ -1,7 +1,7 @@
 """The ``headstart`` command: thin commands over the Python API.
 
 Each command module (``train``, ``predict``, ``doctor``, ``export``, ``lab``, ``serve``,
-``cluster``) adds its sub-command with ``register(sub)`` and imports torch only inside the
+``cluster``, ``runs``) adds its sub-command with ``register(sub)`` and imports torch only inside the
 command, so ``headstart --help`` is instant. Errors the user can fix are printed without a
 traceback (exit status 2).
 """
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..errors import HeadstartError
-from . import cluster, doctor, export, lab, predict, serve, train
+from . import cluster, doctor, export, lab, predict, runs, serve, train
 from .common import add_data_fractions, write_json
 
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [train, predict, lab, doctor, export, serve, cluster]  # each adds its own sub-commands
+COMMANDS = [train, predict, lab, doctor, export, serve, cluster, runs]  # each adds its own sub-commands
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -242,6 +242,7 @@ class ImageClassifier(ScikitLearnEstimator):
     def save(self, path: str | Path) -> Path:
         """Write the model folder (config.json + safetensors; atomic), settings included."""
         from ..model.folder import ModelFolder, save_folder
+        from ..model.runs import history_csv
 
         self._check_fitted()
         bb = self.backbone_
@@ -254,7 +255,8 @@ class ImageClassifier(ScikitLearnEstimator):
             "history": getattr(self, "history_", []), "params": params,
         }
         backbone_state = dict(bb.state_dict()) if bb.weights_in_folder else None
-        return save_folder(ModelFolder(config, dict(self.head_.state_dict()), backbone_state), path)
+        extras = {"history.csv": history_csv(config["history"])} if config["history"] else {}
+        return save_folder(ModelFolder(config, dict(self.head_.state_dict()), backbone_state, extras), path)
 
     # ---- internals -----------------------------------------------------------------------
     def _new_backbone(self, **options):

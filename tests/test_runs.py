@@ -1,0 +1,41 @@
+"""Each training run leaves a record in its model folder; `headstart runs` lists and compares them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+from headstart.cli.main import main
+
+
+def test_a_model_folder_records_its_epochs_and_runs_compares_folders(trained_model, tmp_path, capsys):
+    model, _ = trained_model
+    config = json.loads((model / "config.json").read_text())
+    rows = list(csv.DictReader((model / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [h["epoch"] for h in config["history"]]
+    assert {"loss", "val_score", "val_loss"} <= set(rows[0])
+    assert float(rows[-1]["loss"]) == config["history"][-1]["loss"]
+
+    runs = tmp_path / "runs"
+    shutil.copytree(model, runs / "a")
+    shutil.copytree(model, runs / "nested" / "b")
+    other = json.loads((runs / "nested" / "b" / "config.json").read_text())
+    other["params"]["head"], other["created"] = "linear", "2099-01-01T00:00:00"
+    (runs / "nested" / "b" / "config.json").write_text(json.dumps(other))
+    (runs / "junk").mkdir()
+    (runs / "junk" / "config.json").write_text("[not a model")
+    assert main(["runs", str(runs), "--json", str(tmp_path / "runs.json")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["run", "created", "task"] and lines[0].split()[-1] == "head"  # only what differs
+    assert str(runs / "a") in lines[2] and str(runs / "nested" / "b") in lines[3]  # oldest first
+    assert lines[2].split()[-1] == "mlp" and lines[3].split()[-1] == "linear"
+    listed = json.loads((tmp_path / "runs.json").read_text())
+    assert [r["validation"] for r in listed] == [format(config["metrics"]["validation"]["score"], ".4f")] * 2
+    assert "seed" not in listed[0]  # settings that agree are not columns
+
+
+def test_runs_says_what_to_give_when_it_finds_no_model(tmp_path, capsys):
+    assert main(["runs", str(tmp_path)]) == 2
+    assert "no model folders" in capsys.readouterr().err
