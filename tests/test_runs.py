@@ -6,6 +6,8 @@ import csv
 import json
 import shutil
 
+import pytest
+
 from headstart.cli.main import main
 
 
@@ -39,3 +41,15 @@ def test_a_model_folder_records_its_epochs_and_runs_compares_folders(trained_mod
 def test_runs_says_what_to_give_when_it_finds_no_model(tmp_path, capsys):
     assert main(["runs", str(tmp_path)]) == 2
     assert "no model folders" in capsys.readouterr().err
+
+
+def test_runs_are_logged_for_tensorboard_with_the_real_library(trained_model, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, _ = trained_model
+    config = json.loads((model / "config.json").read_text())
+    assert main(["runs", str(model), "--tensorboard", str(tmp_path / "tb")]) == 0
+    events = EventAccumulator(str(tmp_path / "tb" / model.name)).Reload()
+    loss = events.Scalars("epoch/loss")
+    assert [e.step for e in loss] == [h["epoch"] for h in config["history"]]
+    assert loss[-1].value == pytest.approx(config["history"][-1]["loss"])

@@ -18,6 +18,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, rows)
     print(table(rows))
+    if args.tensorboard:
+        from ..model.runs import log_tensorboard
+
+        log_tensorboard(runs, args.tensorboard)
+        print(f"\nTensorBoard event files written under {args.tensorboard}: tensorboard --logdir {args.tensorboard}")
     if len(runs) > 1:
         print(f"\n{len(runs)} runs; the columns after 'seconds' are the settings that differ between them. "
               "Per-epoch figures: RUN/history.csv.")
@@ -31,4 +36,7 @@ def register(sub) -> None:
                        epilog="example: headstart runs runs/   or   headstart runs model-a model-b")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="a model folder, or a folder holding model folders")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--tensorboard", metavar="LOGDIR",
+                   help="also write each run's epochs and final figures for TensorBoard (pip install "
+                        "'headstart[tensorboard]'), a sub-folder per run")
     p.set_defaults(run=run)

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--json", metavar="FILE", help="write validation and test metrics as JSON")
+    p.add_argument("--tensorboard", metavar="LOGDIR", help="also log the run's epochs and figures for TensorBoard "
+                   "(pip install 'headstart[tensorboard]'), in LOGDIR/<--out's name>")
     p.add_argument("--report", metavar="FILE", help="HTML report to write (default MODEL_DIR/report.html)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -88,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0  # --distributed: only rank 0 reports and writes the model folder
     _report(args, clf)
+    if args.tensorboard:
+        from ..model.runs import find_runs, log_tensorboard
+
+        print(f"TensorBoard: {log_tensorboard(find_runs([args.out]), args.tensorboard)[0]}")
     return 0
 
 

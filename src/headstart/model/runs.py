@@ -107,3 +107,27 @@ def _epochs(config: dict, val: dict) -> str:
     if "best_epoch" in val and "epochs" in val:
         return f"{val['best_epoch']}/{val['epochs']}"
     return str(len(config.get("history", [])) or "")
+
+
+def log_tensorboard(runs: list[Run], logdir: str | Path) -> list[Path]:
+    """Write each run's per-epoch figures and final metrics as TensorBoard event files, one
+    sub-folder per run (named after its model folder), for `tensorboard --logdir LOGDIR`."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise HeadstartError("TensorBoard is not installed. Install it with: pip install 'headstart[tensorboard]'") from None
+    written = []
+    for run in runs:
+        path = Path(logdir) / run.folder.name
+        with SummaryWriter(str(path)) as w:
+            for row in run.config.get("history", []):
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        w.add_scalar(f"epoch/{key}", value, row["epoch"])
+            finals = {f"{split}/{k}": v for split, m in run.config.get("metrics", {}).items() if isinstance(m, dict)
+                      for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)
+                       for k, v in run.settings.items()}
+            w.add_hparams(hparams, finals, run_name=".")
+        written.append(path)
+    return written
