@@ -14,6 +14,7 @@ import sys
 from ..errors import HeadstartError
 from . import cluster, doctor, export, lab, predict, runs, serve, train
 from .common import add_data_fractions, write_json
+from .parser import HeadstartParser
 
 
 def cmd_backbones(args) -> int:
@@ -52,7 +53,7 @@ def cmd_scan(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
-    parser = argparse.ArgumentParser(prog="headstart", description="A folder of images becomes a working CNN "
+    parser = HeadstartParser(prog="headstart", description="A folder of images becomes a working CNN "
                                      "predictor: transfer learning on an embedded ImageNet backbone.")
     parser.add_argument("--version", action="version", version=f"headstart {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,7 +77,11 @@ COMMANDS = [train, predict, lab, doctor, export, serve, cluster, runs]  # each a
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # a bare `headstart` asks what it can do
+        return 0
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except HeadstartError as e:
