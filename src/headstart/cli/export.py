@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..model.export import export_model
+    from .arguments import check_model_arg
 
+    check_model_arg(args.model, "headstart export MODEL_DIR [--format onnx|torchscript]")
     r = export_model(args.model, args.format, args.out, min_accuracy=args.min_accuracy, quantize=args.quantize)
     q = r.quantized
     print(f"exported {r.format} to {r.path}  (parity {r.max_abs_diff:.2e} on {r.n_check_images} images, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import HeadstartError
 from . import cluster
+from .arguments import check_model_arg
 from .common import ENGINES, add_labels, write_json
 
 
@@ -15,6 +16,7 @@ def cmd_evaluate(args) -> int:
     from ..estimator import load
     from ..evaluation.report import format_report
 
+    check_model_arg(args.model, "headstart evaluate MODEL_DIR DATA")
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
     clf.skip_bad_rows = args.skip_bad_rows
     m = clf.evaluate(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
@@ -35,6 +37,7 @@ def cmd_predict(args) -> int:
     from ..data.scan import find_images
     from ..estimator import load
 
+    check_model_arg(args.model, "headstart predict MODEL_DIR PATHS...")
     if args.labels:
         from ..data.labels_csv import listed_files
 
