@@ -241,6 +241,17 @@ def test_one_class_is_not_enough(tmp_path):
         scan(root)
 
 
+def test_data_one_level_too_high_gets_the_folder_it_meant(tmp_path):
+    for split in ("train", "test"):
+        make_class_folder(tmp_path / "wrap" / "hymenoptera" / split, ("ants", "bees"), n=2)
+    with pytest.raises(HeadstartError, match="only one class, 'hymenoptera'") as info:
+        scan(tmp_path / "wrap")
+    assert f"Did you mean '{tmp_path / 'wrap' / 'hymenoptera'}'?" in str(info.value)
+    with pytest.raises(HeadstartError) as flat:  # a plain single class folder gets no such guess
+        scan(make_class_folder(tmp_path / "photos", ("cat",), n=3))
+    assert "Did you mean" not in str(flat.value)
+
+
 def test_class_with_only_bad_images(class_folder):
     shutil.rmtree(class_folder / "fish")
     (class_folder / "fish").mkdir()

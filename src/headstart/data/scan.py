@@ -310,8 +310,18 @@ def _check_labels(root: Path, candidates: list[_Candidate], samples: list[Sample
             f"Found only one class, {labels[0]!r} ({n} image(s)), under '{root}'. "
             f"A classifier needs at least two classes, each in its own sub-folder. "
             f"Expected {_LAYOUT_HELP.format(root=root.name)}\n"
-            f"Fix: add a folder of images for each other class.")
+            + (f"Did you mean '{root / labels[0]}'? Its sub-folders look like classes or splits.\n"
+               if _has_subfolders(root / labels[0]) else "")
+            + "Fix: add a folder of images for each other class.")
     return labels
+
+
+def _has_subfolders(folder: Path) -> bool:
+    """Whether ``folder`` holds two or more sub-folders: data given one level too high."""
+    try:
+        return sum(1 for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) >= 2
+    except OSError:
+        return False
 
 
 def _note_unseen_labels(samples: list[Sample], notes: list[str]) -> None:
