@@ -59,15 +59,16 @@ def decoded(src: str) -> Image.Image:
     return img
 
 
-def test_evaluate_writes_a_self_contained_report_beside_the_model(trained_model, capsys):
+def test_evaluate_writes_a_self_contained_report_with_the_models_reports(trained_model, capsys):
     from headstart.cli.main import main
 
     model, data = trained_model
     before = folder_state(model)
     assert main(["evaluate", str(model), str(data), "--quiet"]) == 0
-    page_path = model.parent / f"{model.name}-evaluate-{data.name}.html"
+    page_path = model / "evaluations" / f"{data.name}.html"
     assert f"report written to {page_path}" in capsys.readouterr().out
-    assert folder_state(model) == before  # evaluate never writes into the model folder
+    after = folder_state(model)
+    assert {k: v for k, v in after.items() if not k.startswith("evaluations")} == before  # the model is untouched
     p = parse(page_path.read_text())
     assert {"headline", "confusion-matrix", "per-class", "training-curves"} <= set(p.sections)
     assert not p.external
@@ -86,7 +87,7 @@ def test_evaluate_report_flags(trained_model, tmp_path):
     out = tmp_path / "mine.html"
     assert main(["evaluate", str(model), str(data), "--quiet", "--report", str(out)]) == 0
     assert out.read_text().startswith("<!doctype html>")
-    default = model.parent / f"{model.name}-evaluate-{data.name}.html"
+    default = model / "evaluations" / f"{data.name}.html"
     default.unlink(missing_ok=True)
     assert main(["evaluate", str(model), str(data), "--quiet", "--no-report"]) == 0
     assert not default.exists()

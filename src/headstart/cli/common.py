@@ -16,9 +16,16 @@ def add_data_fractions(p: argparse.ArgumentParser) -> None:
                    help="share of each class carved for testing where DATA has no test folder (default 0.1)")
 
 
+def examples(*lines: str) -> dict:
+    """``add_parser`` settings that end a command's --help with examples, kept as written."""
+    return {"epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def add_labels(p: argparse.ArgumentParser, targets: bool = True) -> None:
     p.add_argument("--labels", metavar="CSV",
-                   help="CSV with one row per image: a path relative to DATA and its target (instead of class folders)")
+                   help="CSV with one row per image: a path relative to DATA and its target (instead of class folders)"
+                   if targets else "CSV listing the images to predict, by paths relative to the one folder given")
     p.add_argument("--path-column", help="the CSV's path column (default 'path', else the first column)")
     if targets:
         p.add_argument("--target-column",

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from .common import examples
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `headstart train`")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
                    help="onnx (ONNX Runtime, any language) or torchscript (torch.jit.load); default onnx")
-    p.add_argument("--out", metavar="FILE", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
+    p.add_argument("--out", metavar="FILE", help="the file to write (default MODEL_DIR/model.onnx or model.pt)")
     p.add_argument("--min-accuracy", type=float, metavar="X",
                    help="refuse to export unless the model's recorded test accuracy is at least X (e.g. 0.9)")
     p.add_argument("--quantize", choices=["int8"],
@@ -37,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model folder to ONNX or TorchScript, checked against PyTorch")
+    p = sub.add_parser("export", help="export a model folder to ONNX or TorchScript, checked against PyTorch",
+                       **examples("headstart export model/                      # model/model.onnx",
+                                  "headstart export model/ --format torchscript --out model.pt",
+                                  "headstart export model/ --quantize int8"))
     add_arguments(p)
     p.set_defaults(run=run)

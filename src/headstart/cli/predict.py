@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import HeadstartError
 from . import cluster
 from .arguments import check_model_arg
-from .common import ENGINES, add_labels, write_json
+from .common import ENGINES, add_labels, examples, write_json
 
 
 def cmd_evaluate(args) -> int:
@@ -104,30 +104,37 @@ def _print_rows(rows: list[dict], task, fmt: str) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
-    p.add_argument("model", help="model folder")
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder",
+                       **examples("headstart evaluate model/ more-photos/",
+                                  "headstart evaluate model/ photos/ --labels labels.csv --json metrics.json"))
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `headstart train`")
     p.add_argument("data", help="labelled folder (its test split when it has train/val/test folders)")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--report", metavar="FILE",
-                   help="HTML report to write (default: beside the model folder, MODEL_DIR-evaluate-<DATA name>.html)")
+                   help="HTML report to write (default MODEL_DIR/evaluations/<DATA name>.html)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes on standard error")
     add_labels(p)
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict images (files or folders)")
-    p.add_argument("model", help="model folder")
-    p.add_argument("paths", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=3, help="labels shown per image (default 3)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p = sub.add_parser("predict", help="predict images (files or folders)",
+                       **examples("headstart predict model/ new-photos/ img.jpg",
+                                  "headstart predict model/ new-photos/ --format csv > predictions.csv",
+                                  "headstart predict model/ inbox/ --sort-into sorted/"))
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `headstart train`")
+    p.add_argument("paths", nargs="+", metavar="PATHS", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=3, metavar="K",
+                   help="classes listed per image after the predicted one, most likely first (default 3)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table (for reading; default), csv or json (for programs), on standard output")
     p.add_argument("--out", metavar="FILE.parquet",
                    help="write the predictions as Parquet instead of printing them: one row per file, the "
                         "columns of --format json (file, the task's fields, reason and error for unreadable "
                         "files); needs pyarrow (pip install 'headstart[cluster]')")
     p.add_argument("--sort-into", metavar="DIR", help="copy (never move) each image into DIR/<predicted label>/")
     p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes on standard error")
     add_labels(p, targets=False)
     cluster.add_arguments(p)
     p.set_defaults(run=cmd_predict)

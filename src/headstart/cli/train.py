@@ -11,7 +11,7 @@ from pathlib import Path
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import HeadstartError
 from . import cluster
-from .common import ENGINES, TASK_NAMES, add_data_fractions, add_labels, write_json
+from .common import ENGINES, TASK_NAMES, add_data_fractions, add_labels, examples, write_json
 
 DEFAULT_STAGES = 3  # = training.finetune.DEFAULT_STAGES (not imported: that module imports torch)
 CHECKPOINT_FILE = "checkpoint.safetensors"  # = training.checkpoint.FILE
@@ -19,7 +19,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"  # = training.checkpoint.FILE
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder: DATA/<class>/* or DATA/{train,val,test}/<class>/*")
-    p.add_argument("--out", default="model", help="model folder to write (default ./model)")
+    p.add_argument("--out", default="model", metavar="MODEL_DIR", help="model folder to write (default ./model)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"see `headstart backbones` (default {DEFAULT_BACKBONE})")
     p.add_argument("--weights", help="local weights file for a timm backbone (safetensors or state dict)")
     p.add_argument("--head", choices=["mlp", "linear"], default="mlp",
@@ -30,14 +30,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", metavar="MODE", help="scratch CNNs: crop (centre square), pad (letterbox, default) or stretch")
     p.add_argument("--no-flip", action="store_true", help="scratch CNNs: no random horizontal flips (digits, text)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the head and of a scratch CNN (default 0)")
-    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the backbone: auto (PyTorch on a GPU, else ONNX Runtime where installed, else "
+                        "PyTorch; default), "
+                        "onnxruntime or torch")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--json", metavar="FILE", help="write validation and test metrics as JSON")
     p.add_argument("--tensorboard", metavar="LOGDIR", help="also log the run's epochs and figures for TensorBoard "
                    "(pip install 'headstart[tensorboard]'), in LOGDIR/<--out's name>")
     p.add_argument("--report", metavar="FILE", help="HTML report to write (default MODEL_DIR/report.html)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes on standard error")
     add_data_fractions(p)
     add_labels(p)
     p.add_argument("--task", choices=["auto", *TASK_NAMES], default="auto",
@@ -163,6 +166,10 @@ def _data_warning(clf, data) -> str | None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a new head on a frozen pretrained backbone and report on the test split")
+    p = sub.add_parser("train", help="train a new head on a frozen pretrained backbone and report on the test split",
+                       **examples("headstart train photos/ --out model",
+                                  "headstart train photos/ --labels counts.csv --out model      # a CSV of targets",
+                                  "headstart train photos/ --out model --finetune               # also tune 3 stages",
+                                  'headstart train digits/ --backbone "scratch:conv32-bn-relu-maxpool,conv64-bn-relu-gap"'))
     add_arguments(p)
     p.set_defaults(run=run)

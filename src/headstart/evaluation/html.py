@@ -92,10 +92,10 @@ def model_report(clf, metrics: dict, *, title: str, data: str | Path | None = No
 
 
 def evaluate_report_path(model: str | Path, data: str | Path) -> Path:
-    """Where ``evaluate`` writes its page by default: beside the model folder (never inside it),
-    e.g. ``runs/model`` + ``photos/`` -> ``runs/model-evaluate-photos.html``."""
-    model, data = Path(model).resolve(), Path(data).resolve()
-    return model.parent / f"{model.name}-evaluate-{data.name or 'data'}.html"
+    """Where ``evaluate`` writes its page by default: with the model's other reports, e.g.
+    ``runs/model`` + ``photos/`` -> ``runs/model/evaluations/photos.html`` (not the current folder)."""
+    model, data = Path(model), Path(data).resolve()
+    return model / "evaluations" / f"{data.name or 'data'}.html"
 
 
 @functools.cache
