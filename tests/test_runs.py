@@ -53,3 +53,18 @@ def test_runs_are_logged_for_tensorboard_with_the_real_library(trained_model, tm
     loss = events.Scalars("epoch/loss")
     assert [e.step for e in loss] == [h["epoch"] for h in config["history"]]
     assert loss[-1].value == pytest.approx(config["history"][-1]["loss"])
+
+
+def test_train_refuses_to_replace_a_model_unless_told(trained_model, tmp_path, capsys):
+    from conftest import folder_state
+
+    model, data = trained_model
+    out = tmp_path / "model"
+    shutil.copytree(model, out)
+    before = folder_state(out)
+    assert main(["train", str(data), "--out", str(out), "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model, trained" in err and "--overwrite" in err
+    assert folder_state(out) == before
+    assert main(["train", str(data), "--out", str(out), "--quiet", "--no-report", "--overwrite"]) == 0
+    assert folder_state(out) != before  # replaced, as asked

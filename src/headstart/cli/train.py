@@ -20,6 +20,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"  # = training.checkpoint.FILE
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder: DATA/<class>/* or DATA/{train,val,test}/<class>/*")
     p.add_argument("--out", default="model", metavar="MODEL_DIR", help="model folder to write (default ./model)")
+    p.add_argument("--overwrite", action="store_true", help="replace the model already at --out (refused otherwise)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"see `headstart backbones` (default {DEFAULT_BACKBONE})")
     p.add_argument("--weights", help="local weights file for a timm backbone (safetensors or state dict)")
     p.add_argument("--head", choices=["mlp", "linear"], default="mlp",
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                           checkpoint_dir=checkpoint_dir(args.out), ray=cluster.ray_config(args),
                           distributed=args.distributed, engine=args.engine, use_cache=not args.no_cache,
                           skip_bad_rows=args.skip_bad_rows, seed=args.seed, verbose=not args.quiet)
+    _refuse_to_replace(args)
     _prepare_checkpoint(args, clf)
     clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
     from ..estimator.cluster import is_main_process
@@ -98,6 +100,20 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"TensorBoard: {log_tensorboard(find_runs([args.out]), args.tensorboard)[0]}")
     return 0
+
+
+def _refuse_to_replace(args: argparse.Namespace) -> None:
+    """A finished model at --out is replaced only when asked (--overwrite): before any work."""
+    config = Path(args.out) / "config.json"
+    if args.overwrite or args.resume or not config.is_file():
+        return
+    from ..model.runs import find_runs
+
+    runs = find_runs([args.out])
+    when = f", trained {runs[0].figures['created']}" if runs and runs[0].figures["created"] else ""
+    raise HeadstartError(f"--out {args.out!r} already holds a model{when}. Add --overwrite to replace it "
+                         f"(the new one takes its place only once trained), or choose another --out folder; "
+                         f"`headstart runs {Path(args.out).parent}` compares the runs there.")
 
 
 def _prepare_checkpoint(args: argparse.Namespace, clf) -> None:
