@@ -45,7 +45,7 @@ def main() -> int:
     make_dataset(data_dir)
     print(f"demo data: {data_dir} (patches of scikit-image's brick, grass and gravel photos)\n", flush=True)
     exe = [sys.executable, "-m", "headstart.cli"]
-    subprocess.run([*exe, "train", str(data_dir), "--out", str(OUT / "model")], check=True)
+    subprocess.run([*exe, "train", str(data_dir), "--out", str(OUT / "model"), "--overwrite"], check=True)  # a rerun redoes it
     print("\n$ headstart predict on three held-out patches", flush=True)
     samples = [data_dir / "test" / c / f"{c}-000.png" for c in ("brick", "grass", "gravel")]
     subprocess.run([*exe, "predict", str(OUT / "model"), *map(str, samples), "--quiet"], check=True)
