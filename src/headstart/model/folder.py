@@ -16,7 +16,9 @@ never leaves a folder that loads.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HeadstartError
-from ..paths import atomic_dir
+from ..paths import atomic_dir, recover_dir
 
 FORMAT = "headstart-model"
 FORMAT_VERSION = 1
@@ -51,9 +53,8 @@ def versions() -> dict:
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def save_folder(folder: ModelFolder, path: str | Path) -> Path:
-    from safetensors.torch import save_file
-
+def check_out(path: str | Path) -> Path:
+    """Refuse now, not after training, a folder that cannot become the model folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HeadstartError(f"cannot save the model to {str(path)!r}: a file with that name exists. "
@@ -61,16 +62,39 @@ def save_folder(folder: ModelFolder, path: str | Path) -> Path:
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
         raise HeadstartError(f"{str(path)!r} exists and is not a headstart model folder; refusing to replace it. "
                              "Choose a new or empty --out folder.")
+    parent = Path(os.path.abspath(path)).parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise HeadstartError(f"cannot save the model to {str(path)!r}: {str(existing)!r} is a file, not a folder. "
+                             "Choose an --out folder whose parents are folders.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise HeadstartError(f"cannot save the model to {str(path)!r}: cannot write in {str(parent)!r} "
+                             f"({e.strerror or e}). Choose an --out folder you can write to.") from None
+    return path
+
+
+def save_folder(folder: ModelFolder, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = check_out(path)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(), **folder.config}
-    with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in folder.head_state.items()}, str(tmp / "head.safetensors"))
-        if folder.backbone_state is not None:
-            save_file({k: v.contiguous() for k, v in folder.backbone_state.items()}, str(tmp / "backbone.safetensors"))
-        for name, text in folder.extras.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        # config.json last: a folder is complete exactly when its config is there.
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable), encoding="utf-8")
+    try:
+        with atomic_dir(path) as tmp:
+            save_file({k: v.contiguous() for k, v in folder.head_state.items()}, str(tmp / "head.safetensors"))
+            if folder.backbone_state is not None:
+                save_file({k: v.contiguous() for k, v in folder.backbone_state.items()},
+                          str(tmp / "backbone.safetensors"))
+            for name, text in folder.extras.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+            # config.json last: a folder is complete exactly when its config is there.
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable), encoding="utf-8")
+    except OSError as e:
+        raise HeadstartError(f"could not write the model folder {str(path)!r}: {e.strerror or e}. Free some "
+                             "space or choose another --out folder; a previous model there is unchanged.") from None
     return path
 
 
@@ -81,7 +105,7 @@ def read_folder(path: str | Path) -> ModelFolder:
     from .weights_file import check_against, read_file, tensors_from
 
     path = Path(path)
-    if not path.is_dir():
+    if not path.is_dir() and not recover_dir(path):
         raise HeadstartError(f"model folder {str(path)!r} does not exist. "
                              "Expected a folder written by `headstart train DATA --out MODEL_DIR`.")
     missing = [n for n in REQUIRED if not ((path / n).exists() or (path / n).is_symlink())]
