@@ -9,6 +9,7 @@ data", "Tag data larger than file"...), which buries the lines a user needs. Wit
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import warnings
 from collections import Counter
@@ -53,11 +54,11 @@ def counted_decoder_warnings(verbose: bool = False) -> Iterator[DecoderWarnings]
             warnings.filterwarnings("always", module=rf"{module}(\.|$)")
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if _from_decoder(filename):
-                seen.add(f"{category.__name__}: {message}")
-                if not verbose:
-                    return
-            original(message, category, filename, lineno, file, line)
+            if not _from_decoder(filename):
+                return original(message, category, filename, lineno, file, line)
+            seen.add(f"{category.__name__}: {message}")
+            if verbose:
+                sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
         warnings.showwarning = show
         yield seen
