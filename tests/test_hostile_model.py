@@ -148,6 +148,8 @@ TAMPERED = {  # name -> (damage, the file the message must name, words the messa
                                              "is missing"),
     "backbone of another CNN": (lambda m: _config(m, lambda c: c["backbone"].update(name="scratch:conv9-relu-gap")),
                                 "backbone.safetensors", "missing ['body.0.conv9.bias'"),
+    "backbone spec that cannot be built": (lambda m: _config(m, lambda c: c["backbone"].update(channels=2)),
+                                           "config.json", "cannot be built"),
     "format_version '1'": (lambda m: _config(m, lambda c: c.update(format_version="1")), "config.json",
                            "format_version '1' (str); it must be the integer 1"),
     "format_version 2": (lambda m: _config(m, lambda c: c.update(format_version=2)), "config.json", "version 2"),

@@ -162,7 +162,7 @@ def _check_backbone_header(file: Path, header: dict, spec: dict) -> None:
     try:
         with torch.device("meta"):
             probe = backbone_from_spec(spec)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, HeadstartError) as e:
         raise HeadstartError(f"{str(file.parent / 'config.json')!r} has a backbone spec {spec!r} that cannot be "
                              f"built ({e}). Restore config.json, or retrain.") from None
     check_against(file, header, expected_of(probe), f"the CNN {spec['name']!r} that config.json describes")
