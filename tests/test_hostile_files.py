@@ -177,8 +177,12 @@ def test_a_save_killed_at_random_points_never_leaves_a_missing_or_half_model(tmp
               "        (t / 'a').write_text(str(i))\n"
               "        (t / 'config.json').write_text(str(i))\n")
     model = tmp_path / "model"
-    for delay in (0.3, 0.45, 0.6):
+    for delay in (0.01, 0.05, 0.13):
+        shutil.rmtree(model, ignore_errors=True)
         p = subprocess.Popen([sys.executable, "-c", script, str(model)])
+        deadline = time.monotonic() + 60
+        while not (model / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)  # the first save is done: from now on every kill lands mid-replace
         time.sleep(delay)
         p.kill()
         p.wait()

@@ -127,6 +127,8 @@ TAMPERED = {  # name -> (damage, the file the message must name, words the messa
     "weights a FIFO": (_fifo, "head.safetensors", "not a regular file"),
     "config a list": (lambda m: (m / "config.json").write_text("[1, 2]"), "config.json", "JSON list"),
     "config not JSON": (lambda m: (m / "config.json").write_bytes(b"{\xff"), "config.json", "not valid JSON"),
+    "config of 65 MB": (lambda m: (m / "config.json").write_bytes(b" " * (65 * 2 ** 20) + b"{}"), "config.json",
+                        "far more than"),
     "config without head": (lambda m: _config(m, lambda c: c.pop("head") and None), "config.json", "'head'"),
     "config without task": (lambda m: _config(m, lambda c: c.pop("task") and None), "config.json", "'task'"),
     "backbone a string": (lambda m: _config(m, lambda c: c.update(backbone="x")), "config.json", "'backbone'"),

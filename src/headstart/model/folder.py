@@ -31,6 +31,7 @@ from ..paths import atomic_dir, recover_dir
 FORMAT = "headstart-model"
 FORMAT_VERSION = 1
 REQUIRED = ("config.json", "head.safetensors")
+MAX_CONFIG_BYTES = 64 * 2 ** 20  # settings, metrics and history take well under 1 MiB
 
 
 @dataclass
@@ -135,6 +136,9 @@ def _read_config(file: Path, folder: Path) -> object:
     from .weights_file import check_inside
 
     check_inside(file, folder)
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise HeadstartError(f"{str(file)!r} is {file.stat().st_size:,} bytes, far more than a model's settings take "
+                             f"(at most {MAX_CONFIG_BYTES:,}); the folder is damaged. Restore it, or train again.")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -210,6 +214,13 @@ def _backbone(path: Path, c: dict, state: dict | None):
         raise HeadstartError(f"{str(path / 'backbone.safetensors')!r} does not fit backbone {c['backbone']['name']!r}"
                              f" ({' '.join(first)[:300]}). Restore the folder, or retrain.") from None
     if state is not None:
+        built = bb.state_dict()
+        odd = [k for k, v in state.items()
+               if k in built and v.is_floating_point() != built[k].is_floating_point()]
+        if odd:  # load_state_dict would have cast them silently
+            raise HeadstartError(f"{str(path / 'backbone.safetensors')!r} holds {odd[0]!r} as {state[odd[0]].dtype}, "
+                                 f"which backbone {c['backbone']['name']!r} keeps as {built[odd[0]].dtype} "
+                                 f"({len(odd)} such tensors). Restore the folder, or retrain.")
         bb.weights_id = c.get("backbone_weights_id", "")
     elif c.get("backbone_weights_id") and bb.weights_id not in (c["backbone_weights_id"], "custom"):
         raise HeadstartError(f"model folder {str(path)!r} was trained on backbone weights {c['backbone_weights_id']} "
