@@ -33,8 +33,8 @@ def _section(path: Path, config: dict, key: str, kind: type, required: bool = Tr
         return kind()
     value = config[key]
     if not isinstance(value, kind):
-        raise _refuse(path, f"has {key!r} as a JSON {type(value).__name__} ({_short(value)}), expected a "
-                            f"{ {dict: 'object', list: 'list', str: 'string'}[kind] }")
+        raise _refuse(path, f"has {key!r} as a JSON {type(value).__name__} ({_short(value)}), expected "
+                            f"{ {dict: 'an object', list: 'a list', str: 'a string'}[kind] }")
     return value
 
 

@@ -53,9 +53,9 @@ def check_inside(path: Path, folder: Path) -> None:
 
 def _kind_of_foreign(head: bytes) -> str | None:
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (torch.save of old), which headstart never loads"
+        return "a Python pickle (what older torch.save wrote)"
     if head[:4] == b"PK\x03\x04":
-        return "a zip archive (what torch.save writes), which headstart never loads"
+        return "a zip archive (what torch.save writes)"
     return None
 
 
@@ -65,8 +65,8 @@ def read_header(path: Path, data: bytes) -> dict[str, TensorInfo]:
         raise _refuse(path, f"is {'empty' if not data else f'only {len(data)} bytes long'}, not a safetensors file")
     foreign = _kind_of_foreign(data[:8])
     if foreign:
-        raise _refuse(path, f"is {foreign} renamed to .safetensors",
-                      "Convert it with safetensors.torch.save_file, or retrain.")
+        raise _refuse(path, f"is {foreign} renamed to .safetensors; headstart never loads pickled files, which "
+                            "can run code", "Convert it with safetensors.torch.save_file, or retrain.")
     n = int.from_bytes(data[:8], "little")
     if n > MAX_HEADER_BYTES or n > len(data) - 8:
         raise _refuse(path, f"declares a header of {n:,} bytes in a file of {len(data):,} bytes (at most "
