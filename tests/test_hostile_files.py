@@ -206,6 +206,9 @@ def test_sort_into_gives_colliding_labels_their_own_folders(tmp_path):
     assert sort_into(rows, tmp_path / "out", notes) == len(labels)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(folders.values())
     assert any("'cat?'" in n for n in notes)
+    assert label_folders([0, 1]) == {0: "0", 1: "1"} and len(set(label_folders([0, "0"]).values())) == 2
+    assert sort_into([{"file": rows[0]["file"], "label": 7}], tmp_path / "numbers") == 1  # numeric labels too
+    assert (tmp_path / "numbers" / "7" / "0.png").is_file()
 
 
 def test_sort_into_never_writes_through_a_planted_link(tmp_path):

@@ -156,7 +156,8 @@ TAMPERED = {  # name -> (damage, the file the message must name, words the messa
     "format_version 2": (lambda m: _config(m, lambda c: c.update(format_version=2)), "config.json", "version 2"),
     "labels disagree with the task": (lambda m: _config(m, lambda c: c.update(labels=["dog", "cat", "fish"])),
                                       "config.json", "task's labels"),
-    "labels not strings": (lambda m: _config(m, lambda c: c.update(labels=[1, 2, 3])), "config.json", "labels"),
+    "labels not names": (lambda m: _config(m, lambda c: c.update(labels=[[1], {"a": 2}, None])), "config.json",
+                         "expected a list of labels"),
     "unknown task setting": (lambda m: _config(m, lambda c: c["task"].update(evil=1)), "config.json", "cannot rebuild"),
     "out_dim disagrees with the task": (lambda m: _config(m, lambda c: c["task"].update(labels=["a", "b", "c", "d"])
                                                           or c.update(labels=["a", "b", "c", "d"])),

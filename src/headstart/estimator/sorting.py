@@ -17,23 +17,24 @@ from pathlib import Path
 from ..errors import HeadstartError
 
 
-def safe_name(label: str) -> str:
-    """A folder name for ``label`` on any file system: letters, digits and ``-_. `` only."""
-    name = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in label).strip(". ")
+def safe_name(label) -> str:
+    """A folder name for ``label`` (a name or a number) on any file system: letters, digits and ``-_. `` only."""
+    name = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in str(label)).strip(". ")
     return name or "_"
 
 
-def label_folders(labels: Iterable[str]) -> dict[str, str]:
+def label_folders(labels: Iterable) -> dict:
     """label -> folder name, one folder per label: labels whose names collide (also when only the
     case differs, as on macOS and Windows) all get a short digest of the label appended."""
     groups: dict[str, list[str]] = defaultdict(list)
-    for label in sorted(set(labels)):
+    for label in sorted(set(labels), key=str):
         groups[safe_name(label).casefold()].append(label)
     out = {}
     for members in groups.values():
         for label in members:
             name = safe_name(label)
-            out[label] = name if len(members) == 1 else f"{name}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
+            digest = hashlib.sha1(repr(label).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            out[label] = name if len(members) == 1 else f"{name}-{digest}"
     return out
 
 
@@ -43,8 +44,8 @@ def sort_into(rows: list[dict], out: Path, notes: list[str] | None = None) -> in
     out = Path(out)
     folders = label_folders(r["label"] for r in rows if "label" in r)
     if notes is not None:
-        notes.extend(f"label {label!r} -> folder {name!r}" for label, name in sorted(folders.items())
-                     if name != label)
+        notes.extend(f"label {label!r} -> folder {name!r}" for label, name in
+                     sorted(folders.items(), key=lambda kv: kv[1]) if name != str(label))
     n = 0
     for r in rows:
         if "label" not in r:

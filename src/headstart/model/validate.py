@@ -116,8 +116,8 @@ def _check_task(path: Path, task: dict, labels: list) -> None:
         raise _refuse(path, f"has task {_short(task.get('name'))}; this headstart knows {sorted(TASKS)}",
                       "Upgrade headstart to load it, or retrain.")
     for where, names in (("labels", labels), ("task.labels", task.get("labels", []))):
-        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            raise _refuse(path, f"has {where} {_short(names)}, expected a list of label names")
+        if not (isinstance(names, list) and all(isinstance(n, (str, int, float)) for n in names)):
+            raise _refuse(path, f"has {where} {_short(names)}, expected a list of labels (names or numbers)")
     try:
         fitted = task_from_dict(task)
     except (TypeError, ValueError, HeadstartError) as e:
