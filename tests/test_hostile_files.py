@@ -120,8 +120,9 @@ def _damage_pages(path: Path) -> None:
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     data = bytearray(path.read_bytes())
-    for off in range(8192, len(data), 4096):  # every b-tree page after the schema
-        data[off + 100:off + 400] = b"\xff" * 300
+    page = struct.unpack(">H", data[16:18])[0]
+    for off in range(page, len(data), page):  # the header of every b-tree page after the schema's
+        data[off:off + 16] = b"\xff" * 16
     path.write_bytes(bytes(data))
 
 
