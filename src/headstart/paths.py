@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,24 +41,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # a file name that is not UTF-8
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it takes the place of ``path`` whole.
 
-    An existing folder at ``path`` is swapped out only after the new one is complete, so an
-    interrupted save never leaves a half-written folder under the final name.
+    An existing folder at ``path`` is swapped out only after the new one is complete, in one
+    atomic exchange where the system has one (Linux ``renameat2``), so an interrupted save never
+    leaves a half-written folder under the final name, nor no folder at all. Leftovers of saves
+    that were killed (``.NAME.PID.*.tmp``, ``.NAME.old-PID``) are cleaned or restored first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_dir(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
+        if path.exists() and _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        elif path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
+            os.replace(path, old)  # a kill here leaves only `old`: recover_dir puts it back
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -64,3 +71,59 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(path: str | Path) -> bool:
+    """Undo what a killed ``atomic_dir`` left beside ``path``: restore the previous folder when
+    ``path`` is missing, remove unfinished temporary folders. True when a folder was restored."""
+    path = Path(path)
+    restored = False
+    for old in sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")):
+        if _owner_alive(old.name.rsplit("-", 1)[-1]):
+            continue
+        if not path.exists() and not path.is_symlink():
+            os.replace(old, path)
+            restored = True
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        stale = (not _owner_alive(parts[0])) if parts[0].isdigit() else _older_than(tmp, 3600)
+        if stale and tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return restored
+
+
+def _owner_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return int(pid) < 2 ** 31  # alive, owned by someone else
+    return True
+
+
+def _older_than(p: Path, seconds: float) -> bool:
+    import time
+
+    try:
+        return time.time() - p.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

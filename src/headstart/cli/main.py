@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_scan)
     for module in COMMANDS:
         module.register(sub)
+    for p in sub.choices.values():  # every command: the image decoders' warnings are counted, shown on request
+        if not any("--verbose" in a.option_strings for a in p._actions):
+            p.add_argument("--verbose", action="store_true",
+                           help="show each warning of the image decoders (by default they are counted)")
     return parser
 
 
@@ -82,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()  # a bare `headstart` asks what it can do
         return 0
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as its own bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
+    if args.command == "serve":  # a server runs for days: its warnings go where they always went
+        return _run(args)
+    from ..data.decode_warnings import counted_decoder_warnings
+
+    with counted_decoder_warnings(getattr(args, "verbose", False)) as decoder:
+        code = _run(args)
+    if decoder.summary():
+        print(f"note: {decoder.summary()}", file=sys.stderr)
+    return code
+
+
+def _run(args) -> int:
     try:
         return args.run(args)
     except HeadstartError as e:

@@ -79,7 +79,10 @@ def cmd_predict(args) -> int:
     if args.sort_into:
         from ..estimator.outputs import sort_into
 
-        n = sort_into(rows, Path(args.sort_into))
+        notes: list[str] = []
+        n = sort_into(rows, Path(args.sort_into), notes)
+        for note in notes:  # labels that share a folder name get folders of their own
+            print(note, file=sys.stderr)
         print(f"copied {n} images into {args.sort_into}/<label>/ (originals untouched)", file=sys.stderr)
     return 0
 

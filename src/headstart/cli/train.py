@@ -76,6 +76,9 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..estimator import ImageClassifier
+    from ..model.folder import check_out
+
+    check_out(args.out)  # before training, not after it
 
     finetune = None if args.finetune is None else ("all" if args.full else args.finetune)
     if args.full and args.finetune is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,10 +96,13 @@ def image_problem(path: Path, *, deep: bool) -> tuple[str, str] | None:
     ``deep=True`` decodes the whole image, which also finds truncated files.
     """
     try:
-        if os.stat(path).st_size == 0:
-            return "empty", "the file has zero bytes"
+        st = os.stat(path)
     except OSError as e:
         return _classify(e)
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would wait for a writer forever
+        return "unreadable", f"it is not a regular file but {special_kind(st.st_mode)}"
+    if st.st_size == 0:
+        return "empty", "the file has zero bytes"
     try:
         if deep:
             # A JPEG draft still entropy-decodes every byte (so truncation shows) and keeps
@@ -115,6 +119,16 @@ def image_problem(path: Path, *, deep: bool) -> tuple[str, str] | None:
     if min(size) < MIN_SIDE:
         return "too_small", f"the image is {size[0]}x{size[1]} px (minimum side {MIN_SIDE} px)"
     return None
+
+
+def special_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -173,6 +187,8 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
+    if img.mode == "LAB":  # Pillow converts Lab to RGB only; grey goes through RGB
+        img = img.convert("RGB")
     return img if img.mode == mode else img.convert(mode)
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..errors import HeadstartError
 from .dataset import BadFile, Dataset, DuplicateGroup, Sample
-from .images import IMAGE_EXTENSIONS, image_problem, is_image_path
+from .images import IMAGE_EXTENSIONS, image_problem, is_image_path, special_kind
 from .split import assign_split, check_fractions
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val",
@@ -82,20 +82,27 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: set[Path] = set()
+    unreadable: list[str] = []
     for p in map(Path, paths):
         full = Path(os.path.abspath(p))
         if full.is_dir():
-            found.update(f for f in _walk(full) if is_image_path(f))
+            found.update(f for f in _walk(full, unreadable) if is_image_path(f) and f.is_file())
         elif full.is_file():
             if not is_image_path(full):
                 raise HeadstartError(
                     f"'{p}' is not an image file by its name. Expected one of the extensions "
                     f"{_extensions()}. Fix: pass image files or folders that contain them.")
             found.add(full)
+        elif full.exists():
+            raise HeadstartError(
+                f"'{p}' is {special_kind(full.stat().st_mode)}, not an image file. headstart reads image "
+                "files only (a pipe would wait forever). Fix: pass image files or folders that contain them.")
         else:
             raise HeadstartError(
                 f"'{p}' does not exist (looked in {full}). Expected an image file or a folder "
                 f"of images. Fix: check the spelling and the current folder ({os.getcwd()}).")
+    for note in unreadable:
+        print(f"warning: {note}", file=sys.stderr)
     return sorted(found)
 
 
@@ -150,6 +157,7 @@ def _collect(root: Path, val_fraction: float, test_fraction: float,
     carve_test = 0.0 if "test" in present else test_fraction
 
     candidates: list[_Candidate] = []
+    unreadable: list[str] = []
     loose: list[str] = []
     ignored: Counter[str] = Counter()
     for base, split in bases:
@@ -161,7 +169,7 @@ def _collect(root: Path, val_fraction: float, test_fraction: float,
         for label in _subdirs(base):
             class_dir = base / label
             n_before = len(candidates)
-            for f in _walk(class_dir):
+            for f in _walk(class_dir, unreadable):
                 if not is_image_path(f):
                     ignored[f.suffix.lower() or "(none)"] += 1
                     continue
@@ -171,6 +179,7 @@ def _collect(root: Path, val_fraction: float, test_fraction: float,
             if len(candidates) == n_before:
                 notes.append(f"Folder '{class_dir.relative_to(root).as_posix()}' has no images; "
                              f"it is not used as a class.")
+    notes.extend(f"{n[0].upper()}{n[1:]}" for n in unreadable)
     if loose:
         notes.append(f"Ignored {len(loose)} image(s) lying outside any class folder, e.g. "
                      f"'{loose[0]}'; move them into a class folder to use them.")
@@ -214,18 +223,33 @@ def _no_images_error(root: Path, loose: list[str], ignored: Counter[str]) -> Hea
 
 
 def _subdirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
+    return sorted(p.name for p in _listing(folder)
                   if p.is_dir() and not _hidden(p.name) and p.name not in _SKIP_DIRS)
 
 
 def _files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not _hidden(p.name) and not p.is_dir())
+    return sorted(p for p in _listing(folder) if not _hidden(p.name) and not p.is_dir())
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Non-hidden files under ``folder``, sorted; follows symlinks without looping."""
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise HeadstartError(f"cannot read folder '{folder}' ({e.strerror}). Expected a folder headstart may "
+                             "list. Fix its permissions (chmod +rx) or pass another folder.") from None
+
+
+def _walk(folder: Path, unreadable: list[str] | None = None) -> Iterator[Path]:
+    """Non-hidden files under ``folder``, sorted; follows symlinks without looping. A folder
+    that cannot be listed is described in ``unreadable`` (never skipped without a word)."""
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def report(e: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append(f"cannot read folder '{e.filename}' ({e.strerror}): its images are not used. "
+                              "Fix its permissions (chmod +rx) to include them.")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=report, followlinks=True):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen:  # a symlink back to a folder already walked
             dirnames[:] = []

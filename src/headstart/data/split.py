@@ -39,7 +39,8 @@ def hash_fraction(rel_key: str) -> float:
     """The key's stable position in [0, 1]."""
     # NFC: macOS writes decomposed accents, Linux keeps what it is given; same name, same split.
     key = unicodedata.normalize("NFC", rel_key.replace("\\", "/"))
-    h = int(hashlib.sha1(key.encode("utf-8")).hexdigest(), 16)
+    # surrogateescape: a file name that is not valid UTF-8 hashes by its own bytes.
+    h = int(hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest(), 16)
     return (h % (_MAX + 1)) / _MAX
 
 

@@ -4,11 +4,11 @@ anything), and a Parquet file of the rows."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import HeadstartError
+from .sorting import sort_into  # noqa: F401  (re-exported: the CLI's --sort-into)
 
 PARQUET_ROWS = 10_000  # rows per row group: memory stays flat however many files
 
@@ -21,30 +21,6 @@ def prediction_rows(task, paths: Sequence, scores, failures: Sequence, top_k: in
     decoded = iter(task.decode(scores, top_k) if len(scores) else [])
     return [{"file": str(p), "error": failed[i].detail, "reason": failed[i].reason} if i in failed
             else {"file": str(p), **next(decoded)} for i, p in enumerate(paths)]
-
-
-def sort_into(rows: list[dict], out: Path) -> int:
-    """Copy each predicted file to ``out/<label>/<name>``; a name already there gets a suffix."""
-    n = 0
-    for r in rows:
-        if "label" not in r:
-            continue
-        src = Path(r["file"])
-        dest_dir = out / _safe(r["label"])
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / src.name
-        k = 1
-        while dest.exists():
-            dest = dest_dir / f"{src.stem}-{k}{src.suffix}"
-            k += 1
-        shutil.copy2(src, dest)
-        n += 1
-    return n
-
-
-def _safe(label: str) -> str:
-    name = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in label).strip(". ")
-    return name or "_"
 
 
 def require_pyarrow():

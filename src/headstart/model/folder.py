@@ -16,7 +16,9 @@ never leaves a folder that loads.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +26,12 @@ from pathlib import Path
 import torch
 
 from ..errors import HeadstartError
-from ..paths import atomic_dir
+from ..paths import atomic_dir, recover_dir
 
 FORMAT = "headstart-model"
 FORMAT_VERSION = 1
 REQUIRED = ("config.json", "head.safetensors")
+MAX_CONFIG_BYTES = 64 * 2 ** 20  # settings, metrics and history take well under 1 MiB
 
 
 @dataclass
@@ -51,9 +54,8 @@ def versions() -> dict:
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def save_folder(folder: ModelFolder, path: str | Path) -> Path:
-    from safetensors.torch import save_file
-
+def check_out(path: str | Path) -> Path:
+    """Refuse now, not after training, a folder that cannot become the model folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HeadstartError(f"cannot save the model to {str(path)!r}: a file with that name exists. "
@@ -61,46 +63,113 @@ def save_folder(folder: ModelFolder, path: str | Path) -> Path:
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
         raise HeadstartError(f"{str(path)!r} exists and is not a headstart model folder; refusing to replace it. "
                              "Choose a new or empty --out folder.")
+    parent = Path(os.path.abspath(path)).parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise HeadstartError(f"cannot save the model to {str(path)!r}: {str(existing)!r} is a file, not a folder. "
+                             "Choose an --out folder whose parents are folders.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise HeadstartError(f"cannot save the model to {str(path)!r}: cannot write in {str(parent)!r} "
+                             f"({e.strerror or e}). Choose an --out folder you can write to.") from None
+    return path
+
+
+def save_folder(folder: ModelFolder, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = check_out(path)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(), **folder.config}
-    with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in folder.head_state.items()}, str(tmp / "head.safetensors"))
-        if folder.backbone_state is not None:
-            save_file({k: v.contiguous() for k, v in folder.backbone_state.items()}, str(tmp / "backbone.safetensors"))
-        for name, text in folder.extras.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        # config.json last: a folder is complete exactly when its config is there.
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable), encoding="utf-8")
+    try:
+        with atomic_dir(path) as tmp:
+            save_file({k: v.contiguous() for k, v in folder.head_state.items()}, str(tmp / "head.safetensors"))
+            if folder.backbone_state is not None:
+                save_file({k: v.contiguous() for k, v in folder.backbone_state.items()},
+                          str(tmp / "backbone.safetensors"))
+            for name, text in folder.extras.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+            # config.json last: a folder is complete exactly when its config is there.
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable), encoding="utf-8")
+    except OSError as e:
+        raise HeadstartError(f"could not write the model folder {str(path)!r}: {e.strerror or e}. Free some "
+                             "space or choose another --out folder; a previous model there is unchanged.") from None
     return path
 
 
 def read_folder(path: str | Path) -> ModelFolder:
-    from safetensors.torch import load_file
+    """Read and check a model folder: config.json against its schema, then each weights file's
+    header against config.json (before any tensor is allocated), then finite values."""
+    from .validate import check_config, expected_head
+    from .weights_file import check_against, read_file, tensors_from
 
     path = Path(path)
-    if not path.is_dir():
+    if not path.is_dir() and not recover_dir(path):
         raise HeadstartError(f"model folder {str(path)!r} does not exist. "
                              "Expected a folder written by `headstart train DATA --out MODEL_DIR`.")
-    missing = [n for n in REQUIRED if not (path / n).is_file()]
+    missing = [n for n in REQUIRED if not ((path / n).exists() or (path / n).is_symlink())]
     if missing:
         raise HeadstartError(f"{str(path)!r} is not a complete headstart model folder: missing {', '.join(missing)}. "
                              "Was training interrupted? Train again with `headstart train DATA --out MODEL_DIR`.")
+    config = _read_config(path / "config.json", path)
+    check_config(path / "config.json", config, FORMAT, FORMAT_VERSION)
+    head_file = path / "head.safetensors"
+    data, header = read_file(head_file, path)
+    check_against(head_file, header, expected_head(config["head"]), "the head that config.json describes")
+    head_state = tensors_from(head_file, data)
+    backbone_file = path / "backbone.safetensors"
+    backbone_state = None
+    if backbone_file.exists() or backbone_file.is_symlink():
+        data, header = read_file(backbone_file, path)
+        _check_backbone_header(backbone_file, header, config["backbone"])
+        backbone_state = tensors_from(backbone_file, data)
+    elif _weights_in_folder(config["backbone"]["name"]):
+        raise HeadstartError(f"model file {str(backbone_file)!r} is missing: backbone {config['backbone']['name']!r} is "
+                             "not installed with headstart, so its weights live in the model folder. Copy the whole "
+                             "folder again, or retrain.")
+    return ModelFolder(config, head_state, backbone_state)
+
+
+def _read_config(file: Path, folder: Path) -> object:
+    from .weights_file import check_inside
+
+    check_inside(file, folder)
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise HeadstartError(f"{str(file)!r} is {file.stat().st_size:,} bytes, far more than a model's settings take "
+                             f"(at most {MAX_CONFIG_BYTES:,}); the folder is damaged. Restore it, or train again.")
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HeadstartError(f"{str(path / 'config.json')!r} is not valid JSON ({e}); the folder is damaged. "
-                             "Train again.") from e
-    if config.get("format") != FORMAT:
-        raise HeadstartError(f"{str(path)!r} holds a config.json that is not a headstart model (format "
-                             f"{config.get('format')!r}, expected {FORMAT!r}).")
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise HeadstartError(f"{str(path)!r} has model format version {version!r}; this headstart reads version "
-                             f"{FORMAT_VERSION}. Use the headstart version that wrote it "
-                             f"({config.get('versions', {}).get('headstart', 'unknown')}) or retrain.")
-    backbone = path / "backbone.safetensors"
-    return ModelFolder(config, load_file(str(path / "head.safetensors")),
-                       load_file(str(backbone)) if backbone.is_file() else None)
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise HeadstartError(f"{str(file)!r} is not valid JSON ({e}); the folder is damaged. "
+                             "Restore it from where it was trained, or train again.") from e
+
+
+def _weights_in_folder(name: str) -> bool:
+    """Whether a backbone's weights must be in the folder: a scratch CNN or a timm model from a file."""
+    from ..backbones.efficientnet_lite import VARIANTS
+
+    return name not in VARIANTS
+
+
+def _check_backbone_header(file: Path, header: dict, spec: dict) -> None:
+    """A scratch CNN's size comes from its spec: compare the spec's tensors (built on the meta
+    device, nothing allocated) with the file before building it for real."""
+    from ..backbones import backbone_from_spec
+    from ..backbones.names import is_scratch
+    from .validate import expected_of
+    from .weights_file import check_against
+
+    if not is_scratch(spec["name"]):
+        return  # a named architecture has a fixed size; load_state_dict checks its shapes
+    try:
+        with torch.device("meta"):
+            probe = backbone_from_spec(spec)
+    except (TypeError, ValueError, HeadstartError) as e:
+        raise HeadstartError(f"{str(file.parent / 'config.json')!r} has a backbone spec {spec!r} that cannot be "
+                             f"built ({e}). Restore config.json, or retrain.") from None
+    check_against(file, header, expected_of(probe), f"the CNN {spec['name']!r} that config.json describes")
 
 
 @dataclass
@@ -115,23 +184,49 @@ class SavedModel:
 
 
 def load_model(path: str | Path) -> SavedModel:
-    """Read a model folder and rebuild its backbone, head and task."""
-    from ..backbones import backbone_from_spec
+    """Read a model folder (checked whole by ``read_folder``) and rebuild its backbone, head and task."""
     from ..heads import Head
-    from ..tasks import task_from_dict
+    from .validate import task_of
 
     folder = read_folder(path)
     c = folder.config
-    bb = backbone_from_spec(c["backbone"], folder.backbone_state)
-    if folder.backbone_state is not None:
+    bb = _backbone(Path(path), c, folder.backbone_state)
+    task, h = task_of(c), c["head"]
+    problem = (f"the head takes {h['in_dim']} features but backbone {bb.name!r} gives {bb.feature_dim}"
+               if h["in_dim"] != bb.feature_dim else
+               f"the head gives {h['out_dim']} outputs but the {task.name} task needs {task.out_dim}"
+               if h["out_dim"] != task.out_dim else "")
+    if problem:
+        raise HeadstartError(f"{str(Path(path) / 'config.json')!r} does not fit together: {problem}. "
+                             "Restore the folder from where it was trained, or retrain.")
+    head = Head(h["in_dim"], h["out_dim"], h["kind"], h.get("hidden", 512))
+    head.load_state_dict(folder.head_state)  # shapes already match (read_folder)
+    return SavedModel(bb.eval(), head.eval(), task, list(c["labels"]), c)
+
+
+def _backbone(path: Path, c: dict, state: dict | None):
+    from ..backbones import backbone_from_spec
+
+    try:
+        bb = backbone_from_spec(c["backbone"], state)
+    except RuntimeError as e:  # load_state_dict: the file's tensors do not fit the architecture
+        first = str(e).strip().splitlines()[:3]
+        raise HeadstartError(f"{str(path / 'backbone.safetensors')!r} does not fit backbone {c['backbone']['name']!r}"
+                             f" ({' '.join(first)[:300]}). Restore the folder, or retrain.") from None
+    if state is not None:
+        built = bb.state_dict()
+        odd = [k for k, v in state.items()
+               if k in built and v.is_floating_point() != built[k].is_floating_point()]
+        if odd:  # load_state_dict would have cast them silently
+            raise HeadstartError(f"{str(path / 'backbone.safetensors')!r} holds {odd[0]!r} as {state[odd[0]].dtype}, "
+                                 f"which backbone {c['backbone']['name']!r} keeps as {built[odd[0]].dtype} "
+                                 f"({len(odd)} such tensors). Restore the folder, or retrain.")
         bb.weights_id = c.get("backbone_weights_id", "")
     elif c.get("backbone_weights_id") and bb.weights_id not in (c["backbone_weights_id"], "custom"):
         raise HeadstartError(f"model folder {str(path)!r} was trained on backbone weights {c['backbone_weights_id']} "
-                             f"but this machine has {bb.weights_id}; reinstall the backbone package version it used.")
-    h = c["head"]
-    head = Head(h["in_dim"], h["out_dim"], h["kind"], h.get("hidden", 512))
-    head.load_state_dict(folder.head_state)
-    return SavedModel(bb.eval(), head.eval(), task_from_dict(c["task"]), list(c["labels"]), c)
+                             f"but this machine has {bb.weights_id or 'none'}; reinstall the backbone package "
+                             "version it used.")
+    return bb
 
 
 def _jsonable(o):
