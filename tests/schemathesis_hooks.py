@@ -1,0 +1,55 @@
+"""What Schemathesis needs to know about headstart's API beyond its schema (SCHEMATHESIS_HOOKS).
+
+A JSON Schema cannot say "the bytes are a decodable image" or "as many labels as images", so:
+- image parts (``encoding.contentType: image/...``) are real, tiny PNG / JPEG images;
+- a schema-valid teach request gets labels that match its images (each of its generated
+  class names twice, at least two classes), so it is a request the server can accept.
+Everything else (query values, extra fields, empty bodies, bad class names, methods) is
+generated from the schema as it stands.
+
+    SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=tests \\
+        schemathesis run http://127.0.0.1:8000/openapi.json --checks all
+"""
+
+from __future__ import annotations
+
+import io
+
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis.core.parameters import ParameterLocation
+from PIL import Image
+
+
+def _encode(size: int, colour: tuple[int, int, int], fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+_colours = st.tuples(*[st.integers(0, 255)] * 3)
+_png = st.builds(_encode, st.integers(4, 48), _colours, st.just("PNG"))
+_jpeg = st.builds(_encode, st.integers(8, 48), _colours, st.just("JPEG"))
+# A multipart field of several parts: 4 to 6 images, enough for a teach request
+schemathesis.openapi.media_type("image/png", st.lists(_png, min_size=4, max_size=6))
+schemathesis.openapi.media_type("image/jpeg", st.lists(_jpeg, min_size=4, max_size=6))
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if case.method != "POST" or case.path != "/v1/teach/jobs" or case.meta is None:
+        return
+    body = getattr(case.body, "body", case.body)  # with the parts' content types, or a plain dict
+    negative = case.meta.generation.mode.is_negative or case.meta.is_negative_at(ParameterLocation.BODY)
+    if negative or not isinstance(body, dict):
+        return
+    images = body.get("images")
+    n = len(images) if isinstance(images, list) else 1
+    names = list(dict.fromkeys(body.get("labels") or []))[:max(2, n // 2)] or ["a"]
+    if len(names) < 2:
+        names.append(names[0][:60] + " two")
+    # each class at least twice, as many labels as images
+    body["labels"] = [names[min(i // 2, len(names) - 1)] for i in range(n)]
+    # The labels are still schema-valid strings; without this, Schemathesis would re-validate the
+    # edited body as JSON, where the image parts' bytes are not strings, and call it invalid.
+    case.meta.update_validated_hash(ParameterLocation.BODY, case._hash_container(case.get_container(ParameterLocation.BODY)))
