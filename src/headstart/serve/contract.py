@@ -123,7 +123,8 @@ async def read_form(request: Request, *, files: dict[str, int], fields: dict[str
     for name, most in {**files, **fields}.items():
         n = len((got_files | got_fields)[name])
         if n > most:
-            raise Rejection(413, f"{n} '{name}' parts in one request; this endpoint takes at most {most}: "
+            what = name if name in files else f"'{name}' fields"
+            raise Rejection(413, f"{n} {what} in one request; this endpoint takes at most {most}: "
                                  "split them over several requests.")
     return got_files, got_fields
 

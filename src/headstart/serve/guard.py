@@ -8,20 +8,27 @@
 - ``Budget``: the memory that requests in flight may hold for decoding and model inputs,
   estimated from the images' headers before anything is decoded; a request that does not fit
   is answered 503 with ``Retry-After``.
+- ``SizeTokenGuard`` (ASGI middleware): the token, the body size (declared and counted) and
+  the receive deadline, answered before the body is read where possible.
 - ``release_memory``: hands freed heap pages back to the system once nothing is in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import hmac
 import ipaddress
 import json
 import threading
+import time
 from urllib.parse import urlsplit
 
 from .uploads import Rejection
 
+PUBLIC_PATHS = ("/", "/favicon.ico")  # the page shell holds no data; it asks for the token
+PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -153,3 +160,83 @@ def release_memory() -> None:
             _libc = False
     if _libc:
         _libc.malloc_trim(0)
+
+
+class SizeTokenGuard:
+    """Pure ASGI middleware: token, body size (declared and counted) and receive deadline.
+
+    It answers before reading the body where it can (a declared oversize body, a wrong
+    token), so a refused request costs the server almost nothing.
+    """
+
+    def __init__(self, app, settings):
+        self.app = app
+        self.settings = settings
+        self.max_bytes = int(settings.max_upload_mb * 1024 * 1024)
+        self.token = settings.token.encode() if settings.token else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope["headstart.t0"] = t0 = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        path = scope.get("path", "")
+        if self.token and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
+            auth = headers.get(b"authorization", b"")
+            given = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
+            if not given or not hmac.compare_digest(given, self.token):
+                what = "a wrong token" if given else "no token"
+                return await _send_json(send, 401, f"this server needs a token and the request has {what}: "
+                                        "send the header 'Authorization: Bearer TOKEN' (the token the server was "
+                                        "started with).", {"www-authenticate": "Bearer"})
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _send_json(send, 413, self._too_large(int(declared)), {"connection": "close"})
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            remaining = self.settings.timeout_s - (time.perf_counter() - t0)
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.01, remaining))
+            except asyncio.TimeoutError:
+                raise _record(scope, Rejection(408, f"the request body did not arrive within "
+                                                    f"{self.settings.timeout_s:g} s; send it faster or smaller.")) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _record(scope, Rejection(413, self._too_large(received, counted=True)))
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Rejection as e:
+            if not started:
+                await _send_json(send, e.status, e.message, {"connection": "close"})
+
+    def _too_large(self, n: int, counted: bool = False) -> str:
+        size = f"more than {n / 1048576:.1f} MB" if counted else f"{n / 1048576:.1f} MB"
+        return (f"the request body is {size}; this server takes at most {self.settings.max_upload_mb:g} MB "
+                "per request (--max-upload-mb): send fewer or smaller images per request.")
+
+
+def _record(scope, rejection: Rejection) -> Rejection:
+    # FastAPI turns errors raised while it parses the form into a generic 400; the handler
+    # below finds the real reason here.
+    scope["headstart.rejection"] = rejection
+    return rejection
+
+
+async def _send_json(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
