@@ -56,11 +56,26 @@ def before_call(context, case, kwargs):
     case._sync_validated_hashes()
 
 
+_waited = []
+
+
 @schemathesis.hook
 def after_call(context, case, response):
-    """With HEADSTART_SCHEMATHESIS_LOG set, one line per call: method, path template, status."""
+    """The first teach job the stateful phase starts is waited for, so that following its links
+    reaches a finished job (and its model.zip) and not only a running one. With
+    HEADSTART_SCHEMATHESIS_LOG set, one line per call: method, path template, status."""
     import os
+    import time
 
+    import httpx
+
+    if (case.method == "POST" and case.path == "/v1/teach/jobs" and response.status_code == 202 and not _waited
+            and case.meta is not None and case.meta.phase.name.value == "stateful"):
+        _waited.append(True)
+        url = str(response.request.url).rsplit("/v1/", 1)[0] + f"/v1/teach/jobs/{response.json()['id']}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and httpx.get(url, timeout=30).json()["status"] == "running":
+            time.sleep(0.3)
     log = os.environ.get("HEADSTART_SCHEMATHESIS_LOG")
     if log:
         with open(log, "a") as f:

@@ -192,3 +192,26 @@ def test_serve_help_says_what_is_exposed_and_what_the_token_protects():
                      "--allowed-host", "--max-pending-mb", "--idle-timeout", "--max-connections",
                      "last 3 jobs are kept", "no shared feature cache"):
         assert fragment in flat, fragment
+
+
+# ---- the deadline holds while decoding ------------------------------------------------------
+
+def test_decoding_stops_at_the_deadline():
+    from types import SimpleNamespace
+
+    from headstart.backbones import create_backbone
+    from headstart.serve.app import ServeSettings, _prepare_all
+    from headstart.serve.teach import check_examples
+    from headstart.serve.uploads import Rejection
+
+    settings = ServeSettings(timeout_s=5)
+    pred = SimpleNamespace(preprocess=create_backbone("efficientnet_lite0").preprocess)
+    uploads = [("a.png", png(64, 64)), ("b.png", png(64, 64))]
+    assert len(_prepare_all(uploads, pred, settings, deadline=time.perf_counter() + 60)) == 2
+    with pytest.raises(Rejection) as e:
+        _prepare_all(uploads, pred, settings, deadline=time.perf_counter() - 0.001)
+    assert e.value.status == 408 and "within 5 s" in e.value.message
+    files = [(f"{i}.png", png(16, 16)) for i in range(4)]
+    with pytest.raises(Rejection) as e:
+        check_examples(["a", "a", "b", "b"], files, settings, deadline=time.perf_counter() - 0.001)
+    assert e.value.status == 408 and "stopped at image 1" in e.value.message

@@ -30,7 +30,7 @@ def test_schemathesis_finds_nothing(trained_model, tmp_path):
         env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "HEADSTART_SCHEMATHESIS_LOG": str(log),
                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
         cli = Path(sys.executable).parent / "schemathesis"
-        run = subprocess.run([str(cli), "run", f"{srv.url}/openapi.json", "--checks", "all", "--max-examples", "12",
+        run = subprocess.run([str(cli), "run", f"{srv.url}/openapi.json", "--checks", "all", "--max-examples", "10",
                               "--seed", "21", "--no-color", "--wait-for-schema", "30"],
                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert srv.alive()

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import HeadstartError
 from .batching import Batcher
-from .contract import predict_body, read_form, responses
+from .contract import declare_token, predict_body, read_form, responses
 from .guard import Budget, Busy, OriginGuard, SizeTokenGuard, allowed_hosts, release_memory
 from .predictor import Predictor, default_workers
 from .uploads import Rejection, decode_upload, describe, image_size
@@ -185,6 +185,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
 
     _info_routes(app, models, jobs, settings)
     _predict_route(app, models, settings)
+    if settings.token:
+        declare_token(app)
     return app
 
 

@@ -57,6 +57,22 @@ def responses(*codes: int, token: bool) -> dict:
     return out
 
 
+def declare_token(app) -> None:
+    """With --token, the document says every operation needs a bearer token (the page shell is
+    not in it)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = build()
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "token": {"type": "http", "scheme": "bearer", "description": "the server's --token"}}
+            doc["security"] = [{"token": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def _images(min_items: int, max_items: int, what: str) -> dict:
     return {"type": "array", "minItems": min_items, "maxItems": max_items, "description": what,
             "items": {"type": "string", "format": "binary"}}
@@ -95,13 +111,17 @@ async def read_form(request: Request, *, files: dict[str, int], fields: dict[str
         raise Rejection(415, f"the body is {kind or 'of no declared type'!s}, not multipart/form-data: send the "
                              "images as multipart file parts named 'images' (e.g. curl -F images=@photo.jpg).")
     try:
+        # a few parts over the limits are read, so that they are refused by name
         form = await _Parser(set(files), request.headers, request.stream(), max_files=sum(files.values()) + 1,
-                             max_fields=sum(fields.values()) + 1, max_part_size=1024 * 1024).parse()
+                             max_fields=sum(fields.values()) + 8, max_part_size=1024 * 1024).parse()
     except (MultiPartException, HTTPException) as e:
         detail = getattr(e, "message", None) or getattr(e, "detail", "")
-        if "Too many" in str(detail):
-            raise Rejection(413, f"too many parts in one request ({detail}); this endpoint takes at most "
+        if "Too many files" in str(detail):
+            raise Rejection(413, f"too many files in one request ({detail}); this endpoint takes at most "
                                  f"{_limits(files, fields)}.") from None
+        if "Too many fields" in str(detail):  # text fields the endpoint does not take, or too many labels
+            raise Rejection(422, f"too many text fields in one request ({detail}); this endpoint takes "
+                                 f"{_limits(files, fields)} at most, and no other fields.") from None
         raise Rejection(400, f"the body could not be read as multipart/form-data ({detail}): send the images as "
                              "multipart file parts named 'images' (e.g. curl -F images=@photo.jpg).") from None
     got_files: dict[str, list] = {k: [] for k in files}
@@ -124,8 +144,8 @@ async def read_form(request: Request, *, files: dict[str, int], fields: dict[str
         n = len((got_files | got_fields)[name])
         if n > most:
             what = name if name in files else f"'{name}' fields"
-            raise Rejection(413, f"{n} {what} in one request; this endpoint takes at most {most}: "
-                                 "split them over several requests.")
+            raise Rejection(413 if name in files else 422, f"{n} {what} in one request; this endpoint takes at "
+                                                           f"most {most}: split them over several requests.")
     return got_files, got_fields
 
 
