@@ -74,7 +74,8 @@ def after_call(context, case, response):
         _waited.append(True)
         url = str(response.request.url).rsplit("/v1/", 1)[0] + f"/v1/teach/jobs/{response.json()['id']}"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and httpx.get(url, timeout=30).json()["status"] == "running":
+        auth = {"Authorization": response.request.headers.get("Authorization") or ""}
+        while time.monotonic() < deadline and httpx.get(url, headers=auth, timeout=30).json().get("status") == "running":
             time.sleep(0.3)
     log = os.environ.get("HEADSTART_SCHEMATHESIS_LOG")
     if log:
