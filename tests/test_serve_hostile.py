@@ -32,7 +32,8 @@ def server(trained_model, tmp_path_factory):
     model, _ = trained_model
     root = tmp_path_factory.mktemp("hostile")
     args = [model, "--timeout", "20", "--idle-timeout", "2", "--max-connections", "20",
-            "--max-request-pixels", "2000000", "--max-pending-mb", "10", "--work-dir", root / "work"]
+            "--max-request-pixels", "2000000", "--max-pending-mb", "10",
+            "--max-queued-images", "4", "--work-dir", root / "work"]
     with Server(args, log=root / "server.log") as srv:
         yield srv
 
@@ -124,6 +125,24 @@ def test_requests_over_the_memory_budget_get_503_with_retry_after(client, server
     busy = next(r for r in answers if r.status_code == 503)
     assert busy.headers["retry-after"] == "1"
     refused(busy, 503, "busy", "--max-pending-mb")
+    good(client)
+
+
+def test_requests_beyond_the_queue_get_503_with_retry_after(client, server):
+    small = png(40, 40)
+
+    def post(_):
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            return c.post("/v1/predict", files=predict_files(small, small, small))
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(post, range(12)))
+    codes = sorted(r.status_code for r in answers)
+    assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+    busy = [r for r in answers if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" for r in busy)
+    messages = [refused(r, 503, "busy") for r in busy]  # the queue, or the memory budget (10 MB) as well
+    assert any("waiting for the model (--max-queued-images 4)" in m for m in messages), messages
     good(client)
 
 

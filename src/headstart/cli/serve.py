@@ -48,6 +48,8 @@ def register(sub) -> None:
     p.add_argument("--max-pending-mb", type=float, default=512.0,
                    help="memory that requests in flight may hold for decoding and model inputs, estimated "
                         "before decoding; beyond it requests get 503 + Retry-After (default 512)")
+    p.add_argument("--max-queued-images", type=int, default=256,
+                   help="images waiting for the model at most; beyond it requests get 503 + Retry-After (default 256)")
     p.add_argument("--max-teach-images", type=int, default=2000, help="most images in one teach request (default 2000)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="also answer to this Host name (repeatable; '*' for any). Default: the bound address, "
@@ -75,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch, timeout_s=args.timeout,
         **({"workers": args.workers} if args.workers is not None else {}),
         work_dir=args.work_dir, engine=args.engine, max_request_pixels=args.max_request_pixels,
-        max_pending_mb=args.max_pending_mb, max_teach_images=args.max_teach_images,
+        max_pending_mb=args.max_pending_mb, max_queued_images=args.max_queued_images, max_teach_images=args.max_teach_images,
         allowed_hosts=tuple(args.allowed_host), idle_timeout_s=args.idle_timeout, max_connections=args.max_connections)
     app = create_app(settings)
     what = f"model {os.path.basename(os.path.abspath(args.model))!r}" if args.model else "teach-only mode (no model yet)"

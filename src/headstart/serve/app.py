@@ -56,6 +56,7 @@ class ServeSettings:
     max_teach_images: int = 2000
     max_request_pixels: int = 100_000_000  # all images of one request, from their headers
     max_pending_mb: float = 512.0     # decoding + model inputs of all requests in flight, else 503
+    max_queued_images: int = 256      # images waiting for the model, else 503
     allowed_hosts: tuple[str, ...] = ()    # Host names accepted besides the bound one ("*": any)
     idle_timeout_s: float = 15.0      # a connection's request headers must arrive within this
     max_connections: int = 256        # open connections; an idle one is closed to make room
@@ -69,7 +70,8 @@ class ServeSettings:
                 "token: pass --token SECRET (or set HEADSTART_TOKEN); clients then send "
                 "'Authorization: Bearer SECRET'. Or bind to 127.0.0.1.")
         for name in ("max_upload_mb", "max_images", "max_pixels", "max_batch", "timeout_s", "workers",
-                     "max_teach_images", "max_request_pixels", "max_pending_mb", "idle_timeout_s", "max_connections"):
+                     "max_teach_images", "max_request_pixels", "max_pending_mb", "max_queued_images", "idle_timeout_s",
+                     "max_connections"):
             if getattr(self, name) <= 0:
                 raise HeadstartError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)!r}.")
 
@@ -215,7 +217,8 @@ def limits(settings: ServeSettings) -> dict:
 
     return {"max_upload_mb": settings.max_upload_mb, "max_images": settings.max_images,
             "max_pixels": settings.max_pixels, "max_request_pixels": settings.max_request_pixels,
-            "max_pending_mb": settings.max_pending_mb, "timeout_s": settings.timeout_s,
+            "max_pending_mb": settings.max_pending_mb, "max_queued_images": settings.max_queued_images,
+            "timeout_s": settings.timeout_s,
             "teach": {"max_images": settings.max_teach_images, "min_per_class": MIN_PER_CLASS,
                       "max_classes": MAX_CLASSES, "jobs_kept": KEEP_JOBS, "shared_feature_cache": False}}
 
@@ -240,6 +243,9 @@ def _predict_route(app: FastAPI, models: Models, settings: ServeSettings) -> Non
         pred = m.predictor
         deadline = request.scope["headstart.t0"] + settings.timeout_s
         cost = await run_in_threadpool(_admit, uploads, settings, pred.preprocess)
+        if m.batcher.queued and m.batcher.queued + len(uploads) > settings.max_queued_images:
+            raise Busy(f"the server is busy: {m.batcher.queued} images are waiting for the model "
+                       f"(--max-queued-images {settings.max_queued_images}); try again in a moment.")
         budget.take(cost)
         try:
             inputs = await _before(deadline, settings, run_in_threadpool(_prepare_all, uploads, pred, settings, deadline))

@@ -40,7 +40,8 @@ _WHY = {
     415: "the body is not multipart/form-data, or an image part is not an image",
     422: "a request that cannot be used: corrupt or empty image, unknown field, labels not matching the images, "
          "bad class name or query value",
-    503: "the server is busy decoding or predicting other requests (see Retry-After)",
+    503: "the server is busy: too much decoding in flight or too many images waiting for the model "
+         "(see Retry-After)",
 }
 COMMON = (400, 408, 413)  # any request: the Host check, the receive deadline, a declared oversize body
 
