@@ -21,10 +21,10 @@ def register(sub) -> None:
                               "labels and metrics, start teach jobs (which use CPU and disk: each keeps its "
                               "examples and model, the last 3 jobs are kept, no shared feature cache) and download "
                               "the taught models. --token T requires 'Authorization: Bearer T' on all of it "
-                              "(except the page's own HTML, JS and CSS). Without a token, only loopback binds are "
-                              "allowed; requests whose Host header is not a name the server is bound to are "
-                              "refused (DNS rebinding), and so are POSTs from other web origins (a page on "
-                              "another site cannot drive it).")
+                              "(except the page's own HTML, JS and CSS); without a token only loopback binds are "
+                              "allowed. With or without one, requests whose Host header is not a name the server "
+                              "is bound to are refused (DNS rebinding), and so are POSTs from other web origins "
+                              "(a page on another site cannot drive it).")
     p.add_argument("model", nargs="?", metavar="MODEL_DIR", help="model folder (optional: teach-only without it)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
