@@ -158,7 +158,9 @@ def test_each_bad_upload_is_a_4xx_json_and_the_server_keeps_serving(client, trai
     assert_refused(client.post("/v1/predict?top_k=0", files=files_of(good)), 422, "top_k")
     assert_refused(client.post("/v1/predict?model=nope", files=files_of(good)), 404, "'nope'", "served")
     assert_refused(client.get("/v1/nothing"), 404, "/v1/nothing")
-    assert_refused(client.get("/v1/predict"), 405)
+    r = client.get("/v1/predict")
+    assert_refused(r, 405)
+    assert r.headers["allow"] == "POST"  # RFC 9110: a 405 says what the path takes
     assert_still_serving(client, good)
 
 
