@@ -231,7 +231,7 @@ async def load_level(port: int, requests: list[bytes], n: int, concurrency: int,
 
 async def vanish_mid_upload(port: int) -> str:
     _reader, writer = await asyncio.open_connection(HOST, port)
-    writer.write((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    writer.write((f"POST /v1/predict HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n"
                   "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000\r\n\r\n"
                   '--b\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\n').encode()
                  + b"\xff" * 20000)

@@ -146,13 +146,21 @@ def test_each_bad_upload_is_a_4xx_json_and_the_server_keeps_serving(client, trai
     assert_refused(client.post("/v1/predict", files=files_of(big)), 413, "1200x1000")
     assert_refused(client.post("/v1/predict", files=files_of(good, good, good, good)), 413, "4 images", "at most 3")
     assert_refused(client.post("/v1/predict", files=[("images", ("e.png", b"", "image/png"))]), 422, "empty")
-    assert_refused(client.post("/v1/predict", data={"x": "1"}), 422, "images", "multipart")
+    assert_refused(client.post("/v1/predict", data={"x": "1"}), 415, "images", "multipart")
+    assert_refused(client.post("/v1/predict", files=files_of(good), data={"x": "1"}), 422, "unknown form field 'x'")
+    assert_refused(client.post("/v1/predict", files={"other": ("a.png", good.read_bytes())}), 422, "'other'")
+    big_json = {"images": "x" * 118_000}  # refused by its type, and nothing of it echoed back
+    r = client.post("/v1/predict", json=big_json)
+    assert_refused(r, 415, "application/json", "multipart/form-data")
+    assert len(r.content) < 1000
     assert_refused(client.post("/v1/predict", content=b"garbage--zz\r\nnot multipart", headers={
         "content-type": "multipart/form-data; boundary=zz"}), 400, "multipart/form-data")
     assert_refused(client.post("/v1/predict?top_k=0", files=files_of(good)), 422, "top_k")
     assert_refused(client.post("/v1/predict?model=nope", files=files_of(good)), 404, "'nope'", "served")
     assert_refused(client.get("/v1/nothing"), 404, "/v1/nothing")
-    assert_refused(client.get("/v1/predict"), 405)
+    r = client.get("/v1/predict")
+    assert_refused(r, 405)
+    assert r.headers["allow"] == "POST"  # RFC 9110: a 405 says what the path takes
     assert_still_serving(client, good)
 
 
@@ -184,7 +192,7 @@ def _raw(server, head: bytes, body: bytes = b"") -> socket.socket:
 
 def test_slow_upload_times_out_and_a_vanished_client_costs_nothing(client, server, trained_model):
     _, data = trained_model
-    head = (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
             "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n").encode()
     gone = _raw(server, head, b"--b\r\n")
     gone.close()  # disconnects mid-upload

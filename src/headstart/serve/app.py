@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
-import json
 import os
 import threading
 import time
@@ -23,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -32,12 +30,12 @@ from starlette.exceptions import HTTPException
 
 from ..errors import HeadstartError
 from .batching import Batcher
+from .contract import declare_token, predict_body, read_form, responses
+from .guard import Budget, Busy, OriginGuard, SizeTokenGuard, allowed_hosts, release_memory
 from .predictor import Predictor, default_workers
-from .uploads import Rejection, decode_upload, describe
+from .uploads import Rejection, decode_upload, describe, image_size
 
 STATIC = Path(__file__).parent / "static"
-PUBLIC_PATHS = ("/", "/favicon.ico")  # the page shell holds no data; it asks for the token
-PUBLIC_PREFIXES = ("/static/",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,12 @@ class ServeSettings:
     workers: int = field(default_factory=default_workers)  # model calls at once (batches in flight)
     timeout_s: float = 30.0           # receiving the body + waiting for the prediction
     max_teach_images: int = 2000
+    max_request_pixels: int = 100_000_000  # all images of one request, from their headers
+    max_pending_mb: float = 512.0     # decoding + model inputs of all requests in flight, else 503
+    max_queued_images: int = 256      # images waiting for the model, else 503
+    allowed_hosts: tuple[str, ...] = ()    # Host names accepted besides the bound one ("*": any)
+    idle_timeout_s: float = 15.0      # a connection's request headers must arrive within this
+    max_connections: int = 256        # open connections; an idle one is closed to make room
     work_dir: str | None = None       # teach jobs; a fresh temporary folder when None
     engine: str = "auto"
 
@@ -65,7 +69,9 @@ class ServeSettings:
                 f"binding to {self.host!r} makes the server reachable from other machines, so it needs a "
                 "token: pass --token SECRET (or set HEADSTART_TOKEN); clients then send "
                 "'Authorization: Bearer SECRET'. Or bind to 127.0.0.1.")
-        for name in ("max_upload_mb", "max_images", "max_pixels", "max_batch", "timeout_s", "workers"):
+        for name in ("max_upload_mb", "max_images", "max_pixels", "max_batch", "timeout_s", "workers",
+                     "max_teach_images", "max_request_pixels", "max_pending_mb", "max_queued_images", "idle_timeout_s",
+                     "max_connections"):
             if getattr(self, name) <= 0:
                 raise HeadstartError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)!r}.")
 
@@ -173,13 +179,16 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
                   description="Predict images with a headstart model, or teach a new one. "
                               "Every refusal is a 4xx JSON body {\"error\": \"...\"}.")
     app.state.settings, app.state.models, app.state.jobs = settings, models, jobs
-    app.add_middleware(_Guard, settings=settings)
+    app.add_middleware(SizeTokenGuard, settings=settings)
+    app.add_middleware(OriginGuard, hosts=allowed_hosts(settings.host, settings.allowed_hosts))  # outermost
     _add_error_handlers(app)
     app.include_router(teach_router(jobs))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     _info_routes(app, models, jobs, settings)
     _predict_route(app, models, settings)
+    if settings.token:
+        declare_token(app)
     return app
 
 
@@ -188,136 +197,111 @@ def _info_routes(app: FastAPI, models: Models, jobs, settings: ServeSettings) ->
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/healthz", summary="Liveness: the server answers")
+    @app.get("/healthz", operation_id="healthz", summary="Liveness: the server answers", responses=responses(token=bool(settings.token)))
     def healthz() -> dict:
         return {"status": "ok", "models": [m.id for m in models.all()], "teach_busy": jobs.busy(),
                 "batching": {m.id: asdict(m.batcher.stats) for m in models.all()}}
 
-    @app.get("/v1/model", summary="The model's task, labels, backbone and metrics")
+    @app.get("/v1/model", operation_id="model_info", summary="The model's task, labels, backbone, metrics and the server's limits",
+             responses=responses(404, 409, token=bool(settings.token)))
     def model_info(model: str | None = Query(None, description="model id (default: the served model)")) -> dict:
         m = models.get(model)
         return {**m.info(), "default": m.id == models.default_id,
                 "models": [x.id for x in models.all()],
-                "limits": {"max_upload_mb": settings.max_upload_mb, "max_images": settings.max_images,
-                           "max_pixels": settings.max_pixels}}
+                "limits": limits(settings)}
+
+
+def limits(settings: ServeSettings) -> dict:
+    """The limits a client can hit, as ``/v1/model`` and ``/v1/teach`` report them."""
+    from .teach import KEEP_JOBS, MAX_CLASSES, MIN_PER_CLASS
+
+    return {"max_upload_mb": settings.max_upload_mb, "max_images": settings.max_images,
+            "max_pixels": settings.max_pixels, "max_request_pixels": settings.max_request_pixels,
+            "max_pending_mb": settings.max_pending_mb, "max_queued_images": settings.max_queued_images,
+            "timeout_s": settings.timeout_s,
+            "teach": {"max_images": settings.max_teach_images, "min_per_class": MIN_PER_CLASS,
+                      "max_classes": MAX_CLASSES, "jobs_kept": KEEP_JOBS, "shared_feature_cache": False}}
 
 
 def _predict_route(app: FastAPI, models: Models, settings: ServeSettings) -> None:
-    @app.post("/v1/predict", summary="Predict one or several images (multipart field 'images')")
+    budget = app.state.budget = Budget(int(settings.max_pending_mb * 2**20))
+
+    @app.post("/v1/predict", operation_id="predict", summary="Predict one or several images (multipart file parts 'images')",
+              openapi_extra=predict_body(settings.max_images),
+              responses=responses(403, 404, 409, 415, 422, 503, token=bool(settings.token)))
     async def predict(request: Request,
-                      images: list[UploadFile] = File(..., description="one or more image files"),
                       top_k: int = Query(3, ge=1, le=100, description="how many labels per image"),
                       model: str | None = Query(None, description="model id (default: the served model)")
                       ) -> JSONResponse:
         t0 = time.perf_counter()
         m = models.get(model)
-        if len(images) > settings.max_images:
-            raise Rejection(413, f"{len(images)} images in one request; this server takes at most "
-                                 f"{settings.max_images} (--max-images): split them over several requests.")
-        datas = [await f.read() for f in images]
-        names = [f.filename for f in images]
+        files, _ = await read_form(request, files={"images": settings.max_images}, fields={})
+        uploads = files["images"]
+        if not uploads:
+            raise Rejection(422, "no images in the request: send one or more multipart file parts named 'images' "
+                                 "(e.g. curl -F images=@photo.jpg).")
         pred = m.predictor
-
-        def prepare_all(blobs: list[bytes]) -> list:  # decoded and preprocessed, off the event loop
-            return [decode_upload(d, n, i, max_pixels=settings.max_pixels, preprocess=pred.preprocess)
-                    for i, (d, n) in enumerate(zip(blobs, names))]
-
-        inputs = await run_in_threadpool(prepare_all, datas)
-        del datas  # the raw bytes are no longer needed while the batch waits
-        fut = m.batcher.submit(inputs, top_k)
-        remaining = settings.timeout_s - (time.perf_counter() - request.scope["headstart.t0"])
+        deadline = request.scope["headstart.t0"] + settings.timeout_s
+        cost = await run_in_threadpool(_admit, uploads, settings, pred.preprocess)
+        if m.batcher.queued and m.batcher.queued + len(uploads) > settings.max_queued_images:
+            raise Busy(f"the server is busy: {m.batcher.queued} images are waiting for the model "
+                       f"(--max-queued-images {settings.max_queued_images}); try again in a moment.")
+        budget.take(cost)
         try:
-            rows = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=max(0.01, remaining))
-        except asyncio.TimeoutError:
-            fut.cancel()
-            raise Rejection(408, f"the prediction did not finish within {settings.timeout_s:g} s (the server is "
-                                 "busy); try again, or send fewer images per request.") from None
+            inputs = await _before(deadline, settings, run_in_threadpool(_prepare_all, uploads, pred, settings, deadline))
+            names = [n for n, _ in uploads]
+            del uploads, files  # the raw bytes are no longer needed while the batch waits
+            fut = m.batcher.submit(inputs, top_k)
+            del inputs
+            try:
+                rows = await _before(deadline, settings, asyncio.wrap_future(fut))
+            finally:
+                fut.cancel()
+        finally:
+            if budget.give(cost):  # nothing else in flight: give freed memory back to the system
+                asyncio.get_running_loop().run_in_executor(None, release_memory)
         preds = [{"file": names[i] or describe(i, None), **r} for i, r in enumerate(rows)]
         # A plain JSONResponse: the rows are JSON already, FastAPI's encoder would only walk them again.
         return JSONResponse({"model": m.id, "predictions": preds, "seconds": round(time.perf_counter() - t0, 4)})
 
 
-# ---- limits, token and JSON errors ------------------------------------------------------
-
-class _Guard:
-    """Pure ASGI middleware: token, body size (declared and counted) and receive deadline.
-
-    It answers before reading the body where it can (a declared oversize body, a wrong
-    token), so a refused request costs the server almost nothing.
-    """
-
-    def __init__(self, app, settings: ServeSettings):
-        self.app = app
-        self.settings = settings
-        self.max_bytes = int(settings.max_upload_mb * 1024 * 1024)
-        self.token = settings.token.encode() if settings.token else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        scope["headstart.t0"] = t0 = time.perf_counter()
-        headers = dict(scope.get("headers") or [])
-        path = scope.get("path", "")
-        if self.token and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
-            auth = headers.get(b"authorization", b"")
-            given = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
-            if not given or not hmac.compare_digest(given, self.token):
-                what = "a wrong token" if given else "no token"
-                return await _send_json(send, 401, f"this server needs a token and the request has {what}: "
-                                        "send the header 'Authorization: Bearer TOKEN' (the token the server was "
-                                        "started with).", {"www-authenticate": "Bearer"})
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_json(send, 413, self._too_large(int(declared)), {"connection": "close"})
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
-            remaining = self.settings.timeout_s - (time.perf_counter() - t0)
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(0.01, remaining))
-            except asyncio.TimeoutError:
-                raise _record(scope, Rejection(408, f"the request body did not arrive within "
-                                                    f"{self.settings.timeout_s:g} s; send it faster or smaller.")) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _record(scope, Rejection(413, self._too_large(received, counted=True)))
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except Rejection as e:
-            if not started:
-                await _send_json(send, e.status, e.message, {"connection": "close"})
-
-    def _too_large(self, n: int, counted: bool = False) -> str:
-        size = f"more than {n / 1048576:.1f} MB" if counted else f"{n / 1048576:.1f} MB"
-        return (f"the request body is {size}; this server takes at most {self.settings.max_upload_mb:g} MB "
-                "per request (--max-upload-mb): send fewer or smaller images per request.")
+def _admit(uploads: list, settings: ServeSettings, preprocess) -> int:
+    """Every header checked, the request's pixels within its limit; its memory estimate in bytes
+    (Pillow holds a decoded RGB pixel in 4 bytes; the model input is float32)."""
+    sizes = [image_size(d, n, i, max_pixels=settings.max_pixels) for i, (n, d) in enumerate(uploads)]
+    pixels = sum(w * h for w, h in sizes)
+    if pixels > settings.max_request_pixels:
+        raise Rejection(413, f"the {len(sizes)} images of this request have {pixels:,} pixels in all; this server "
+                             f"decodes at most {settings.max_request_pixels:,} per request (--max-request-pixels): "
+                             "send fewer or smaller images per request.")
+    model_input = 4 * preprocess.channels * preprocess.input_size ** 2
+    return 4 * pixels + len(sizes) * model_input
 
 
-def _record(scope, rejection: Rejection) -> Rejection:
-    # FastAPI turns errors raised while it parses the form into a generic 400; the handler
-    # below finds the real reason here.
-    scope["headstart.rejection"] = rejection
-    return rejection
+def _prepare_all(uploads: list, pred: Predictor, settings: ServeSettings, deadline: float) -> list:
+    """Decoded and preprocessed, off the event loop; stops at the deadline (between images,
+    each one bounded by --max-pixels)."""
+    out = []
+    for i, (name, data) in enumerate(uploads):
+        if time.perf_counter() > deadline:
+            raise _late(settings)
+        out.append(decode_upload(data, name, i, max_pixels=settings.max_pixels, preprocess=pred.preprocess))
+    return out
 
 
-async def _send_json(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+async def _before(deadline: float, settings: ServeSettings, awaitable):
+    try:
+        return await asyncio.wait_for(awaitable, timeout=max(0.01, deadline - time.perf_counter()))
+    except asyncio.TimeoutError:
+        raise _late(settings) from None
 
+
+def _late(settings: ServeSettings) -> Rejection:
+    return Rejection(408, f"the prediction did not finish within {settings.timeout_s:g} s (the server is "
+                          "busy); try again, or send fewer images per request.")
+
+
+# ---- JSON errors ------------------------------------------------------------------------
 
 def _add_error_handlers(app: FastAPI) -> None:
     def error(status: int, message: str, headers=None) -> JSONResponse:
@@ -325,7 +309,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Rejection)
     async def _rejection(request: Request, e: Rejection):
-        return error(e.status, e.message)
+        # A refused upload may not have been read to its end: close, so the rest is not taken for a request.
+        headers = {"connection": "close"} if request.method not in ("GET", "HEAD") else {}
+        if isinstance(e, Busy):
+            headers["retry-after"] = str(e.retry_after)
+        return error(e.status, e.message, headers)
 
     @app.exception_handler(HeadstartError)
     async def _headstart(request: Request, e: HeadstartError):
@@ -339,7 +327,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         if e.status_code == 404:
             return error(404, f"nothing at {request.method} {request.url.path}; see /docs for the API.")
         if e.status_code == 405:
-            return error(405, f"{request.url.path} does not take {request.method}; see /docs for the API.")
+            return error(405, f"{request.url.path} does not take {request.method}; see /docs for the API.",
+                         getattr(e, "headers", None))  # Allow: the methods it takes
         if e.status_code == 400 and request.method == "POST":
             return error(400, f"the body could not be read as multipart/form-data ({e.detail}): send the images "
                               "as multipart file parts named 'images' (e.g. curl -F images=@photo.jpg).")
@@ -353,7 +342,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         parts = []
         for err in e.errors()[:5]:
             where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
-            got = f" (got {err['input']!r})" if err.get("type") != "missing" and "input" in err and \
+            got = f" (got {str(err['input'])[:100]!r})" if err.get("type") != "missing" and "input" in err and \
                 not isinstance(err["input"], (bytes, dict, list)) else ""
             parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
         hint = ""

@@ -52,6 +52,7 @@ class Batcher:
         self.wait_s = max(0.0, wait_ms) / 1000
         self.max_batch = max(1, max_batch)
         self.stats = BatchStats()
+        self.queued = 0  # images submitted and not yet taken into a batch
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._gathering = threading.Lock()  # one worker gathers at a time
         self._carry: _Request | None = None  # a request that did not fit the last batch
@@ -63,6 +64,8 @@ class Batcher:
 
     def submit(self, images: list[Any], top_k: int) -> Future:
         req = _Request(list(images), top_k)
+        with self._stats_lock:
+            self.queued += len(req.images)
         self._queue.put(req)
         return req.future
 
@@ -77,6 +80,8 @@ class Batcher:
                 batch = self._gather()
             if batch is None:
                 return
+            with self._stats_lock:
+                self.queued -= sum(len(r.images) for r in batch)
             self._run_batch([r for r in batch if r.future.set_running_or_notify_cancel()])
 
     def _gather(self) -> list[_Request] | None:

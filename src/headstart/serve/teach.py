@@ -11,6 +11,7 @@ a second request while one runs is answered 409 with what is running.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import tempfile
 import threading
@@ -22,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import HeadstartError
+from .contract import CLASS_NAME_PATTERN, read_form, responses, teach_body
 from .uploads import Rejection, decode_upload
 
 MIN_PER_CLASS = 2           # one to train on and one to validate with, at least
@@ -127,7 +129,8 @@ class TeachJobs:
                 job.stage, job.progress, job.message = "training", 0.75, "training the head on the features"
 
         try:
-            clf = ImageClassifier(engine=self.settings.engine, val_fraction=0.0, test_fraction=0.0)
+            # No shared feature cache: each job's disk use ends with its folder (the last KEEP_JOBS are kept).
+            clf = ImageClassifier(engine=self.settings.engine, val_fraction=0.0, test_fraction=0.0, use_cache=False)
             clf.fit(job_dir / "data", on_progress=on_progress)
             job.stage, job.progress, job.message = "saving", 0.95, "saving the model folder"
             folder = clf.save(job_dir / f"headstart-model-{job.id}")
@@ -160,17 +163,19 @@ class TeachJobs:
 
 
 def check_class_name(name: str) -> str:
-    """A class name becomes a folder name on the server: refuse what could escape or hide."""
-    clean = unicodedata.normalize("NFC", name.strip())
-    if not clean or len(clean) > MAX_NAME or clean.startswith(".") or any(
-            c in '/\\:*?"<>|' or unicodedata.category(c).startswith("C") for c in clean):
-        raise Rejection(422, f"class name {name!r} cannot be used: give 1-{MAX_NAME} characters, not starting "
-                             "with '.', without / \\ : * ? \" < > | or control characters.")
-    return clean
+    """A class name becomes a folder name on the server: refuse what could escape or hide
+    (``contract.CLASS_NAME_PATTERN``, the rule the API's schema states)."""
+    if len(name) > MAX_NAME or not re.fullmatch(CLASS_NAME_PATTERN, name):
+        raise Rejection(422, f"class name {name[:100]!r} cannot be used: give 1-{MAX_NAME} characters, not starting "
+                             "with '.' or a space nor ending with a space, without / \\ : * ? \" < > | or control "
+                             "characters.")
+    return unicodedata.normalize("NFC", name)
 
 
-def check_examples(labels: list[str], files: list[tuple[str | None, bytes]], settings) -> list[tuple[str, str | None, bytes]]:
-    """Pair labels with files and check them all; raises ``Rejection`` naming the first problem."""
+def check_examples(labels: list[str], files: list[tuple[str | None, bytes]], settings,
+                   deadline: float = float("inf")) -> list[tuple[str, str | None, bytes]]:
+    """Pair labels with files and check them all by ``deadline`` (``time.perf_counter``);
+    raises ``Rejection`` naming the first problem."""
     if len(labels) != len(files):
         raise Rejection(422, f"{len(files)} images but {len(labels)} labels: send one 'labels' field per "
                              "'images' part, in the same order.")
@@ -189,6 +194,9 @@ def check_examples(labels: list[str], files: list[tuple[str | None, bytes]], set
         raise Rejection(422, f"each class needs at least {MIN_PER_CLASS} example images (one is kept to check "
                              f"the model); these have fewer: {few}.")
     for i, (filename, data) in enumerate(files):
+        if time.perf_counter() > deadline:
+            raise Rejection(408, f"checking the {len(files)} images took longer than {settings.timeout_s:g} s "
+                                 f"(stopped at image {i + 1}); send smaller images.")
         decode_upload(data, filename, i, max_pixels=settings.max_pixels, draft_size=64)
     return [(n, f, d) for n, (f, d) in zip(names, files)]
 
@@ -218,32 +226,49 @@ def _zip_folder(folder: Path, out: Path) -> None:
     tmp.replace(out)
 
 
+_JOB_LINKS = {  # the job a POST started, for clients (and the fuzzer's stateful phase) to follow
+    "GetJob": {"operationId": "job_state", "parameters": {"job_id": "$response.body#/id"},
+               "description": "the job's progress"},
+    "GetModelZip": {"operationId": "download", "parameters": {"job_id": "$response.body#/id"},
+                    "description": "its model, once done"}}
+
+
 def teach_router(jobs: TeachJobs) -> APIRouter:
     router = APIRouter(prefix="/v1/teach", tags=["teach"])
 
-    @router.get("", summary="Whether a job is running, and the latest job")
+    settings = jobs.settings
+    token = bool(settings.token)
+
+    @router.get("", operation_id="teach_state", summary="Whether a job is running, and the latest job", responses=responses(token=token))
     def teach_state() -> dict:
         job = jobs.current()
         return {"busy": jobs.busy(), "job": job.public() if job else None,
                 "limits": {"min_per_class": MIN_PER_CLASS, "max_classes": MAX_CLASSES,
-                           "max_images": jobs.settings.max_teach_images}}
+                           "max_images": settings.max_teach_images, "jobs_kept": KEEP_JOBS}}
 
-    @router.post("/jobs", status_code=202, summary="Train a new model from labelled example images")
-    async def start_job(images: list[UploadFile] = File(..., description="example images"),
-                        labels: list[str] = Form(..., description="the class of each image, in the same order")) -> dict:
+    @router.post("/jobs", operation_id="start_job", status_code=202, summary="Train a new model from labelled example images",
+                 openapi_extra=teach_body(settings.max_teach_images, MIN_PER_CLASS, MAX_CLASSES, MAX_NAME),
+                 responses={202: {"description": "the job, started", "links": _JOB_LINKS},
+                            **responses(403, 409, 415, 422, 503, token=token)})
+    async def start_job(request: Request) -> dict:
         jobs.check_idle()  # answer 409 before reading and checking every image
-        files = [(f.filename, await f.read()) for f in images]
-        examples = await run_in_threadpool(check_examples, labels, files, jobs.settings)
+        n = settings.max_teach_images
+        files, fields = await read_form(request, files={"images": n}, fields={"labels": n})
+        deadline = request.scope["headstart.t0"] + settings.timeout_s
+        examples = await run_in_threadpool(check_examples, fields["labels"], files["images"], settings, deadline)
         del files
         job = await run_in_threadpool(jobs.start, examples)
         return job.public()
 
-    @router.get("/jobs/{job_id}", summary="A teach job's progress and result")
+    @router.get("/jobs/{job_id}", operation_id="job_state", summary="A teach job's progress and result", responses=responses(404, token=token))
     def job_state(job_id: str) -> dict:
         return jobs.get(job_id).public()
 
-    @router.get("/jobs/{job_id}/model.zip", summary="The trained model folder as a zip",
-                response_class=FileResponse)
+    @router.get("/jobs/{job_id}/model.zip", operation_id="download", summary="The trained model folder as a zip (once the job is done)",
+                response_class=FileResponse, responses={
+                    200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+                          "description": "the model folder, zipped"},
+                    **responses(404, 409, token=token)})
     def download(job_id: str) -> FileResponse:
         job = jobs.get(job_id)
         if job.status != "done":

@@ -36,12 +36,9 @@ def describe(index: int, filename: str | None) -> str:
     return f"image {index + 1}" + (f" ({filename!r})" if filename else "")
 
 
-def decode_upload(data: bytes, filename: str | None, index: int, *, max_pixels: int,
-                  mode: str = "RGB", draft_size: int | None = None, preprocess: Preprocess | None = None
-                  ) -> Image.Image | np.ndarray:
-    """The upload as a loaded ``mode`` image, or with ``preprocess`` the model's input array
-    (``data.inputs.load_input``, made while the decoding slot is held); raises ``Rejection``
-    naming the image otherwise."""
+def image_size(data: bytes, filename: str | None, index: int, *, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the upload's header, nothing decoded; raises ``Rejection`` for an
+    empty upload, one that is not an image, or one over ``max_pixels``."""
     what = describe(index, filename)
     if not data:
         raise Rejection(422, f"{what} is empty (0 bytes): send the image file's content.")
@@ -57,6 +54,17 @@ def decode_upload(data: bytes, filename: str | None, index: int, *, max_pixels: 
     if w * h > max_pixels:
         raise Rejection(413, f"{what} claims {w}x{h} = {w * h:,} pixels, over this server's limit of "
                              f"{max_pixels:,} (a decompression bomb, or a very large image): resize it first.")
+    return w, h
+
+
+def decode_upload(data: bytes, filename: str | None, index: int, *, max_pixels: int,
+                  mode: str = "RGB", draft_size: int | None = None, preprocess: Preprocess | None = None
+                  ) -> Image.Image | np.ndarray:
+    """The upload as a loaded ``mode`` image, or with ``preprocess`` the model's input array
+    (``data.inputs.load_input``, made while the decoding slot is held); raises ``Rejection``
+    naming the image otherwise."""
+    image_size(data, filename, index, max_pixels=max_pixels)
+    what = describe(index, filename)
     with DECODE_SLOTS:
         try:
             return open_image(data, mode=mode, draft_size=draft_size) if preprocess is None else \
