@@ -37,6 +37,11 @@ class Backbone(nn.Module):
         """The body's stages from input to output (fine-tuning and feature maps use them)."""
         raise NotImplementedError
 
+    def cam_layer(self) -> nn.Module | None:
+        """The module whose feature map heat maps (Grad-CAM) weigh; None: the last one the
+        forward pass makes (``lab.gradcam.cam_layer`` finds it)."""
+        return None
+
     def spec(self) -> dict:
         """JSON-able description from which ``create_backbone`` rebuilds this backbone."""
         return {"name": self.name}
