@@ -53,3 +53,15 @@ def hits(rows, boxes: dict, margin: int) -> int:
         y, x = r.maps[0].peak(r.picture.shape[:2])
         n += top - margin <= y < bottom + margin and left - margin <= x < right + margin
     return n
+
+
+SPEC = "scratch:conv16-bn-relu-maxpool,conv32-bn-relu-maxpool,conv32-bn-relu-gap"
+
+
+def trained_model(root: Path, size: int = 48, epochs: int = 15):
+    """A small scratch CNN fitted on ``write_set`` (80 images per class): a few seconds of CPU."""
+    import headstart
+
+    write_set(root / "train", 80, size=size, seed=0)
+    clf = headstart.ImageClassifier(backbone=SPEC, epochs=epochs, input_size=size, flip=False, engine="torch")
+    return clf.fit(root / "train")

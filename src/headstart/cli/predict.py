@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadstartError
-from . import cluster
+from . import cluster, video
 from .common import ENGINES, add_labels, write_json
 
 
@@ -35,6 +35,8 @@ def cmd_predict(args) -> int:
     from ..data.scan import find_images
     from ..estimator import load
 
+    if video.wants_video(args.paths):
+        return video.cmd_predict_video(args)
     if args.labels:
         from ..data.labels_csv import listed_files
 
@@ -115,7 +117,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("predict", help="predict images (files or folders)")
     p.add_argument("model", help="model folder")
-    p.add_argument("paths", nargs="+", help="image files or folders")
+    p.add_argument("paths", nargs="+", help="image files or folders, or video files (a timeline per video)")
     p.add_argument("--top-k", type=int, default=3, help="labels shown per image (default 3)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--out", metavar="FILE.parquet",
@@ -127,4 +129,5 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     add_labels(p, targets=False)
     cluster.add_arguments(p)
+    video.add_arguments(p)
     p.set_defaults(run=cmd_predict)

@@ -107,5 +107,5 @@ def _write(rows: list[Explanation], out: Path) -> None:
         name = stem if stem not in used else f"{stem}-{i}"
         used.add(name)
         row.png = out / f"{name}.png"
-        render(row.picture, row.maps, title=Path(row.file).name).save(row.png)
+        render(row.picture, row.maps, title=Path(row.file).name).save(row.png, compress_level=1)
     atomic_write_text(out / "explain.json", json.dumps([r.to_dict() for r in rows], indent=2))
