@@ -11,6 +11,7 @@ stream raises at the frame where it breaks, so everything before it is kept.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,7 +86,7 @@ class VideoFrames:
                     break
                 self.frames_read, last = self.frames_read + 1, frame.time
                 yield round(frame.time, 3), frame.to_image()
-                due += step * (1 + int((frame.time - due) // step))  # the next sampling time after this frame
+                due = self.start + step * (1 + math.floor((frame.time - self.start) / step + 1e-6))  # the next one
         except (av.FFmpegError, EOFError) as e:
             self.error = f"decoding stopped after {self.frames_read} sampled frames: {e}"
         finally:
