@@ -101,3 +101,16 @@ def test_timm_backbone_with_local_weights_and_numeric_task(tmp_path):
     (row,) = explain(clf, [tmp_path / "data" / "0.png"], classes=["value"])
     assert [m.target for m in row.maps] == ["value"] and row.maps[0].predicted
     assert row.maps[0].cam.shape == (6, 6) and 0 <= row.maps[0].cam.min() <= row.maps[0].cam.max() <= 1
+
+
+def test_report_shows_heat_maps_beside_the_worst_images(objects_model, tmp_path):
+    from headstart.evaluation.html import model_report
+
+    write_set(tmp_path / "data", 1, size=48, seed=5)
+    (tmp_path / "data" / "cross" / "gone.png").write_bytes(b"")
+    worst = [{"file": f"{c}/0000.png", "true": c, "predicted": "square", "p_true": 0.1, "p_predicted": 0.9}
+             for c in ("cross", "square")] + [{"file": "cross/gone.png", "true": "cross", "predicted": "square",
+                                              "p_true": 0.2, "p_predicted": 0.8}]
+    page = model_report(objects_model, {"accuracy": 0.5, "worst": worst}, title="t", data=tmp_path / "data")
+    assert page.count("heat map: where <b>") == 2  # the unreadable file keeps its place, without a map
+    assert page.count("data:image/jpeg;base64,") >= 4
