@@ -109,7 +109,7 @@ def test_memory_stays_flat_in_the_videos_length(objects_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_chunks_give_the_single_machine_timeline(objects_model, game, local_ray):
+def test_ray_chunks_give_the_single_machine_timeline(objects_model, game, local_ray, tmp_path, capsys):
     from headstart.estimator.video import predict_video
     from headstart.estimator.video_ray import predict_video_ray
     from headstart.features.ray import RayConfig
@@ -119,3 +119,9 @@ def test_ray_chunks_give_the_single_machine_timeline(objects_model, game, local_
     assert [r["time"] for r in spread.rows] == [r["time"] for r in one.rows]
     assert [r["label"] for r in spread.rows] == [r["label"] for r in one.rows]
     assert spread.frames_read == one.frames_read and spread.summary() == one.summary()
+    model = objects_model.save(tmp_path / "model")
+    other = write_video(tmp_path / "other.mkv", ["square"] * 25, seed=7)
+    assert main(["predict", str(model), str(game), str(other), "--ray", "--timeline", str(tmp_path / "t.csv")]) == 0
+    assert (tmp_path / "t-game.csv").read_text().count("\n") == 13
+    assert (tmp_path / "t-other.csv").read_text().count("\n") == 6  # 2.5 s at 2 per second, and the header
+    assert "other.mkv: 5 frames" in capsys.readouterr().out

@@ -36,24 +36,26 @@ def wants_video(paths: list[str]) -> bool:
 def cmd_predict_video(args) -> int:
     from ..estimator import load
     from ..estimator.video import predict_video
+    from ..paths import atomic_write_text
 
     if args.out or args.sort_into or args.labels:
         raise HeadstartError("--out, --sort-into and --labels apply to images; for a video use --timeline FILE.")
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
-    for path in args.paths:
-        if args.ray is not None:
-            from ..estimator.video_ray import predict_video_ray
-            from .cluster import ray_config
+    if args.ray is not None:
+        from ..estimator.video_ray import predict_videos_ray
+        from .cluster import ray_config
 
-            v = predict_video_ray(clf, path, ray_config(args), fps=args.fps, min_confidence=args.min_confidence)
-        else:
-            v = predict_video(clf, path, fps=args.fps, min_confidence=args.min_confidence)
+        results = predict_videos_ray(clf, args.paths, ray_config(args), fps=args.fps,
+                                     min_confidence=args.min_confidence)
+    else:
+        results = (predict_video(clf, p, fps=args.fps, min_confidence=args.min_confidence) for p in args.paths)
+    for path, v in zip(args.paths, results):
         print(f"{path}: {v.frames_read} frames at {v.fps:g} per second" +
               (f" of {v.duration:.1f} s" if v.duration else ""))
         print("  " + v.summary().replace("\n", "\n  "))
         if args.timeline:
             target = _target(Path(args.timeline), Path(path), len(args.paths))
-            target.write_text(_csv(v.rows) if target.suffix == ".csv" else json.dumps(v.to_dict(), indent=2))
+            atomic_write_text(target, _csv(v.rows) if target.suffix == ".csv" else json.dumps(v.to_dict(), indent=2))
             print(f"  timeline written to {target}", file=sys.stderr)
         elif not args.quiet:
             sys.stdout.write(_csv(v.rows))

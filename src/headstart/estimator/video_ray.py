@@ -26,21 +26,35 @@ def chunks(duration: float, fps: float, n: int) -> list[tuple[float, float | Non
 def predict_video_ray(clf, path, config, fps: float = 2.0, min_confidence: float = 0.0,
                       batch_size: int = 32) -> VideoPrediction:
     """``predict_video`` with the video's chunks spread over ``config`` (a ``RayConfig``)."""
+    return predict_videos_ray(clf, [path], config, fps, min_confidence, batch_size)[0]
+
+
+def predict_videos_ray(clf, paths, config, fps: float = 2.0, min_confidence: float = 0.0,
+                       batch_size: int = 32) -> list[VideoPrediction]:
+    """Many videos (or one long one) at once: every chunk of every video is a Ray task."""
     from ..data.video import VideoFrames
     from ..features.ray import connect, require_ray
 
     check_settings(clf, min_confidence)
-    probe = VideoFrames(path, fps=fps)
-    probe.close()
+    durations = []
+    for path in paths:  # every file opens before the cluster starts: a bad one fails fast
+        probe = VideoFrames(path, fps=fps)
+        probe.close()
+        durations.append(probe.duration)
     ray = require_ray()
     connect(config)
-    spans = chunks(probe.duration or 0.0, fps, max(1, 2 * config.num_workers))
     task = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(_chunk)
     model = ray.put(clf)
-    parts = ray.get([task.remote(model, str(path), fps, batch_size, a, b) for a, b in spans])
-    rows = [r for part in parts for r in part.rows]
-    out = assemble(clf.task_, str(path), fps, rows, min_confidence)
-    out.frames_read, out.duration = sum(p.frames_read for p in parts), probe.duration
+    n = max(1, 2 * config.num_workers)
+    refs = [[task.remote(model, str(p), fps, batch_size, a, b) for a, b in chunks(d or 0.0, fps, n)]
+            for p, d in zip(paths, durations)]
+    return [_joined(clf.task_, str(p), fps, ray.get(r), d, min_confidence)
+            for p, r, d in zip(paths, refs, durations)]
+
+
+def _joined(task, path: str, fps: float, parts: list[VideoPrediction], duration, min_confidence) -> VideoPrediction:
+    out = assemble(task, path, fps, [r for part in parts for r in part.rows], min_confidence)
+    out.frames_read, out.duration = sum(p.frames_read for p in parts), duration
     broken = [p for p in parts if p.error]
     if broken:
         out.error = broken[0].error  # the earliest: later chunks of a cut file may read nothing at all
