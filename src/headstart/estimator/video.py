@@ -11,12 +11,16 @@ logo_x from 00:12.5 to 00:19.0 (14 frames, mean probability 0.91)
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import HeadstartError
+
+AHEAD = 2  # decoded batches waiting for the backbone
 
 
 @dataclass
@@ -98,18 +102,47 @@ def assemble(task, file: str, fps: float, rows, min_confidence: float) -> VideoP
 
 
 def _rows(clf, reader, batch_size: int) -> Iterator[dict]:
+    """Rows in time order: a thread decodes and preprocesses the next batches while the backbone
+    runs on this one (at most ``AHEAD`` batches wait, so memory stays flat)."""
+    engine = clf.backbone_.engine(prefer=clf.engine)
+    batches: queue.Queue = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
+    worker = threading.Thread(target=_decode, args=(reader, clf.backbone_.preprocess, batch_size, batches, stop),
+                              name="headstart-video-decode", daemon=True)
+    worker.start()
+    try:
+        while (item := batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield from _predicted(clf, *item, engine)
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+def _decode(reader, p, batch_size: int, batches: queue.Queue, stop: threading.Event) -> None:
     from ..data.transforms import preprocess
 
-    p, engine = clf.backbone_.preprocess, clf.backbone_.engine(prefer=clf.engine)
     times, arrays = [], []
-    for t, image in reader:
-        times.append(t)
-        arrays.append(preprocess(image, p))
-        if len(arrays) == batch_size:
-            yield from _predicted(clf, times, arrays, engine)
-            times, arrays = [], []
-    if arrays:
-        yield from _predicted(clf, times, arrays, engine)
+    try:
+        for t, image in reader:
+            if stop.is_set():
+                return
+            times.append(t)
+            arrays.append(preprocess(image, p))
+            if len(arrays) == batch_size:
+                batches.put((times, arrays))
+                times, arrays = [], []
+        if arrays:
+            batches.put((times, arrays))
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+        batches.put(e)
+        return
+    batches.put(None)
 
 
 def _predicted(clf, times, arrays, engine) -> list[dict]:
