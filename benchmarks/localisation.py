@@ -28,10 +28,15 @@ def rate(clf, root: Path, n: int, size: int, name: str) -> None:
     boxes = write_set(root / f"test-{size}", n, size=size, seed=1)
     t = time.perf_counter()
     rows = explain(clf, list(boxes))
+    ms = 1000 * (time.perf_counter() - t) / len(rows)
+    p = clf.backbone_.preprocess  # square images: resized to resize_size, then the centre input_size kept
+    scale, shift = (p.resize_size / size, (p.resize_size - p.input_size) / 2) if p.resize == "crop" else \
+        (p.input_size / size, 0.0)
     right = sum(r.maps[0].target == Path(r.file).parent.name for r in rows)
-    print(f"{name}: accuracy {right}/{len(rows)}, peak on the object {hits(rows, boxes, 0)}/{len(rows)} "
-          f"({hits(rows, boxes, 0) / len(rows):.1%}), within {size // 16} px {hits(rows, boxes, size // 16)}/{len(rows)}; "
-          f"explain {1000 * (time.perf_counter() - t) / len(rows):.0f} ms/image")
+    on = hits(rows, boxes, 0, scale, shift)
+    near = hits(rows, boxes, p.input_size // 16, scale, shift)
+    print(f"{name}: accuracy {right}/{len(rows)}, peak on the object {on}/{len(rows)} ({on / len(rows):.1%}), "
+          f"within {p.input_size // 16} input px {near}/{len(rows)}; explain {ms:.0f} ms/image")
 
 
 def main() -> None:

@@ -45,11 +45,12 @@ def write_set(root: str | Path, n_per_class: int, size: int = 64, seed: int = 0)
     return boxes
 
 
-def hits(rows, boxes: dict, margin: int) -> int:
-    """How many explanations put their predicted map's peak within ``margin`` px of the object."""
+def hits(rows, boxes: dict, margin: int, scale: float = 1.0, shift: float = 0.0) -> int:
+    """How many explanations put their predicted map's peak within ``margin`` px of the object.
+    ``scale`` and ``shift`` map the image's pixels to the network's input (a resize, then a crop)."""
     n = 0
     for r in rows:
-        top, left, bottom, right = boxes[Path(r.file)]
+        top, left, bottom, right = (v * scale - shift for v in boxes[Path(r.file)])
         y, x = r.maps[0].peak(r.picture.shape[:2])
         n += top - margin <= y < bottom + margin and left - margin <= x < right + margin
     return n

@@ -77,8 +77,8 @@ def test_embedded_backbone_multiclass(trained_model):
     files = sorted(Path(data).rglob("*.png"))[:2]
     rows = explain(folder, files, classes=list(clf.classes_))
     assert all(len(r.maps) == len(clf.classes_) for r in rows)  # the predicted one is among them, once
-    assert rows[0].maps[0].cam.shape == (7, 7) and rows[0].picture.shape == (224, 224, 3)
-    assert clf.backbone_.cam_layer() is clf.backbone_.model.blocks[-1]
+    assert rows[0].maps[0].cam.shape == (14, 14) and rows[0].picture.shape == (224, 224, 3)  # stage 4's grid
+    assert clf.backbone_.cam_layers() == [clf.backbone_.model.blocks[s] for s in (4, 5, 6)]
 
 
 @pytest.mark.slow

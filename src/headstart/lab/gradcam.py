@@ -53,13 +53,16 @@ def target_names(task) -> list[str]:
 
 def grad_cam(backbone, head, task, x, targets: list[str | None]) -> list[list[HeatMap]]:
     """Heat maps for inputs ``x`` (N, C, H, W): per image, one per entry of ``targets`` (None =
-    the model's prediction for that image; a repeated target is given once)."""
+    the model's prediction for that image; a repeated target is given once). With several
+    layers (``backbone.cam_layers()``), each layer's map is scaled to 0..1 at the finest
+    resolution and the maps are summed."""
     import torch
 
-    layer = cam_layer(backbone, x[:1])
+    layers = cam_layers(backbone, x[:1])
     wanted = [_check_target(task, t) for t in targets]
-    saved: dict[str, torch.Tensor] = {}
-    handle = layer.register_forward_hook(lambda _m, _i, out: saved.__setitem__("a", out))
+    saved: dict[int, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, out, k=k: saved.__setitem__(k, out))
+               for k, m in enumerate(layers)]
     was = backbone.training, head.training
     backbone.eval(), head.eval()
     try:
@@ -73,26 +76,28 @@ def grad_cam(backbone, head, task, x, targets: list[str | None]) -> list[list[He
             for target in dict.fromkeys(wanted):
                 idx = [p if target is None else target for p in picks]
                 raw = torch.stack([_raw_score(task, out[i], j) for i, j in enumerate(idx)])
-                (grad,) = torch.autograd.grad(raw.sum(), saved["a"], retain_graph=True)
-                cams = _cams(saved["a"].detach(), grad)
+                acts = [saved[k] for k in range(len(layers))]
+                grads = torch.autograd.grad(raw.sum(), acts, retain_graph=True)
+                cams = _cams(acts, grads)
                 for i, j in enumerate(idx):
                     if any(m.target == _name(task, j) for m in per_image[i]):
                         continue
                     per_image[i].append(HeatMap(_name(task, j), _score(task, scores[i], j), j == picks[i], cams[i]))
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
         backbone.train(was[0]), head.train(was[1])
     return per_image
 
 
-def cam_layer(backbone, x1):
-    """The module whose output Grad-CAM weighs: the backbone's own choice (``cam_layer``) or the
-    last module, in the order they run, that outputs a feature map larger than 1 x 1."""
+def cam_layers(backbone, x1) -> list:
+    """The modules whose outputs Grad-CAM weighs: the backbone's own choice (``cam_layers``) or
+    the last module, in the order they run, that outputs a feature map larger than 1 x 1."""
     import torch
 
-    chosen = getattr(backbone, "cam_layer", lambda: None)()
-    if chosen is not None:
-        return chosen
+    chosen = getattr(backbone, "cam_layers", lambda: None)()
+    if chosen:
+        return list(chosen)
     seen: list = []
     hooks = [m.register_forward_hook(lambda m, _i, o: seen.append(m) if _is_map(o) else None)
              for m in backbone.modules() if m is not backbone]
@@ -107,18 +112,27 @@ def cam_layer(backbone, x1):
             f"backbone {backbone.name!r} makes no feature map larger than 1 x 1, so there is nowhere to put a "
             "heat map (Grad-CAM needs a convolutional body). Explain a model built on a CNN, e.g. the default "
             "efficientnet_lite0 or a scratch CNN with fewer pooling steps.")
-    return seen[-1]
+    return [seen[-1]]
 
 
 def _is_map(out) -> bool:
     return hasattr(out, "ndim") and out.ndim == 4 and out.shape[2] * out.shape[3] > 1
 
 
-def _cams(a, grad) -> list[np.ndarray]:
-    weights = grad.mean((2, 3), keepdim=True)                     # (N, K, 1, 1)
-    cam = (weights * a).sum(1).clamp_min(0).float().cpu().numpy()  # (N, h, w)
+def _cams(acts: list, grads: list) -> list[np.ndarray]:
+    """Per image: the sum over layers of relu(sum_k mean(grad_k) * A_k), each layer's map scaled
+    to 0..1 at the finest layer's resolution; the sum scaled to 0..1."""
+    import torch.nn.functional as F
+
+    size = max((a.shape[2:] for a in acts), key=lambda s: s[0] * s[1])
+    total = 0
+    for a, g in zip(acts, grads):
+        cam = (g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True).clamp_min(0).detach().float()  # (N, 1, h, w)
+        if tuple(cam.shape[2:]) != tuple(size):
+            cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
+        total = total + cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
     out = []
-    for c in cam:
+    for c in total[:, 0].cpu().numpy():
         hi = float(c.max())
         out.append(c / hi if hi > 0 else np.zeros_like(c))
     return out
