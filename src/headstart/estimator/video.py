@@ -11,6 +11,7 @@ logo_x from 00:12.5 to 00:19.0 (14 frames, mean probability 0.91)
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -69,8 +70,13 @@ def predict_video(clf, path, fps: float = 2.0, min_confidence: float = 0.0, batc
                   start: float = 0.0, end: float | None = None) -> VideoPrediction:
     """The timeline and segments of one video (``start`` / ``end``: a part of it, in seconds).
     Frames whose probability is under ``min_confidence`` are left out of the timeline and end
-    the segments they would extend."""
+    the segments they would extend. ``clf``: a fitted ``ImageClassifier`` or a model folder."""
     from ..data.video import VideoFrames
+
+    if isinstance(clf, (str, os.PathLike)):
+        from .classifier import load
+
+        clf = load(clf)
 
     check_settings(clf, min_confidence)
     reader = VideoFrames(path, fps=fps, start=start, end=end)
