@@ -114,3 +114,28 @@ def test_report_shows_heat_maps_beside_the_worst_images(objects_model, tmp_path)
     page = model_report(objects_model, {"accuracy": 0.5, "worst": worst}, title="t", data=tmp_path / "data")
     assert page.count("heat map: where <b>") == 2  # the unreadable file keeps its place, without a map
     assert page.count("data:image/jpeg;base64,") >= 4
+
+
+@pytest.mark.parametrize("task_name", ["multilabel", "continuous", "binary"])
+def test_every_task_type_gets_its_maps(task_name):
+    """Untrained but real parts: a scratch CNN, a head, each task's own output and activation."""
+    import torch
+
+    from headstart.backbones.scratch import ScratchBackbone
+    from headstart.heads import Head
+    from headstart.lab.gradcam import grad_cam
+    from headstart.tasks import Binary, Continuous, Multilabel
+
+    torch.manual_seed(0)
+    task = {"multilabel": Multilabel(["a", "b", "c"]), "continuous": Continuous(), "binary": Binary(["n", "y"])}[task_name]
+    bb = ScratchBackbone("conv8-relu-maxpool,conv8-relu-gap", input_size=16)
+    head = Head(bb.feature_dim, task.out_dim, "linear")
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    asked = {"multilabel": ["c", "a"], "continuous": ["value"], "binary": ["n", "y"]}[task_name]
+    maps = grad_cam(bb, head, task, x, [None, *asked])
+    for per_image in maps:
+        assert sum(m.predicted for m in per_image) == 1 and {m.target for m in per_image} >= set(asked)
+        assert all(m.cam.shape == (8, 8) and m.cam.min() >= 0 and m.cam.max() <= 1 for m in per_image)
+    if task_name == "binary":  # one logit, negated for "n": where one map is positive the other is zero
+        n, y = (next(m for m in maps[0] if m.target == t) for t in ("n", "y"))
+        assert (n.cam * y.cam == 0).all() and max(n.cam.max(), y.cam.max()) == 1
