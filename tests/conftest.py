@@ -153,3 +153,11 @@ def local_ray():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def objects_model(tmp_path_factory):
+    """A scratch CNN that tells a small cross from a small square on clutter (tests/objects.py)."""
+    from objects import trained_model
+
+    return trained_model(tmp_path_factory.mktemp("objects"))

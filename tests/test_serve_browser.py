@@ -84,6 +84,19 @@ def test_upload_an_image_and_see_its_label(browser, server, trained_model):
     assert len(bars) == 3  # top-3 probability bars
 
 
+def test_show_the_heat_map_of_a_tried_image(browser, server, trained_model):
+    _, data = trained_model
+    browser.get(server.url + "/")
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "model-labels"), "cat, dog, fish"))
+    browser.find_element(By.ID, "file-input").send_keys(str(data / "cat" / "cat_001.png"))
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .card button.heat"))
+    browser.find_element(By.CSS_SELECTOR, "#results .card button.heat").click()
+    shown = "const i = document.querySelector('#results .card img.heat'); return i ? i.naturalWidth : 0"
+    wait(browser).until(lambda d: d.execute_script(shown) > 0)
+    assert browser.execute_script(shown) > 2 * 224  # the input, then the prediction's heat map
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results .card button.heat")
+
+
 def test_teach_two_classes_then_try_the_new_model(browser, server, tmp_path):
     folder = shape_folder(tmp_path / "shapes", n=4)
     browser.get(server.url + "/")

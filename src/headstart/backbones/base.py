@@ -37,6 +37,11 @@ class Backbone(nn.Module):
         """The body's stages from input to output (fine-tuning and feature maps use them)."""
         raise NotImplementedError
 
+    def cam_layers(self) -> list[nn.Module] | None:
+        """The modules whose feature maps heat maps (Grad-CAM) weigh; None: the last one the
+        forward pass makes (``lab.gradcam.cam_layers`` finds it)."""
+        return None
+
     def spec(self) -> dict:
         """JSON-able description from which ``create_backbone`` rebuilds this backbone."""
         return {"name": self.name}

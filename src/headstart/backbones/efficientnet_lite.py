@@ -103,6 +103,11 @@ class EfficientNetLite(Backbone):
         m = self.model
         return [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
 
+    def cam_layers(self) -> list[nn.Module]:
+        # Every stage the head reads (the final convolution's input among them): a frozen
+        # head leans on the earlier taps, which the last map alone misses (docs/see.md).
+        return [self.model.blocks[s] for s in self.tapped]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, feature_dim)
         m = self.model
         x = m.bn1(m.conv_stem(x))

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..errors import HeadstartError
-from . import cluster, doctor, export, lab, predict, runs, serve, train
+from . import cluster, doctor, explain, export, lab, label, predict, runs, serve, train
 from .common import add_data_fractions, write_json
 from .parser import HeadstartParser
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [train, predict, lab, doctor, export, serve, cluster, runs]  # each adds its own sub-commands
+COMMANDS = [train, predict, label, explain, lab, doctor, export, serve, cluster, runs]  # each adds its own sub-commands
 
 
 def main(argv: list[str] | None = None) -> int:

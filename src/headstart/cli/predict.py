@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadstartError
-from . import cluster
+from . import cluster, video
 from .arguments import check_model_arg
 from .common import ENGINES, add_labels, examples, write_json
 
@@ -38,6 +38,8 @@ def cmd_predict(args) -> int:
     from ..estimator import load
 
     check_model_arg(args.model, "headstart predict MODEL_DIR PATHS...")
+    if video.wants_video(args.paths):
+        return video.cmd_predict_video(args)
     if args.labels:
         from ..data.labels_csv import listed_files
 
@@ -126,7 +128,7 @@ def register(sub) -> None:
                                   "headstart predict model/ new-photos/ --format csv > predictions.csv",
                                   "headstart predict model/ inbox/ --sort-into sorted/"))
     p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `headstart train`")
-    p.add_argument("paths", nargs="+", metavar="PATHS", help="image files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATHS", help="image files or folders, or video files (a timeline per video)")
     p.add_argument("--top-k", type=int, default=3, metavar="K",
                    help="classes listed per image after the predicted one, most likely first (default 3)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
@@ -140,4 +142,5 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes on standard error")
     add_labels(p, targets=False)
     cluster.add_arguments(p)
+    video.add_arguments(p)
     p.set_defaults(run=cmd_predict)

@@ -42,9 +42,10 @@ _HEADLINE = [
 
 def render_report(metrics: dict, *, title: str = "headstart report", history: Sequence[dict] | None = None,
                   image_root: str | Path | None = None, info: dict | None = None,
-                  warnings: Sequence[str] = (), doctor=None) -> str:
+                  warnings: Sequence[str] = (), doctor=None, heat: dict | None = None) -> str:
     """The whole page for one evaluation: ``metrics`` from ``ImageClassifier.evaluate`` (or
-    ``metrics_["test"]``); ``image_root`` is the folder the metrics' relative file names are in."""
+    ``metrics_["test"]``); ``image_root`` is the folder the metrics' relative file names are in;
+    ``heat``: heat-map thumbnails of the worst images by file (``evaluation.heatmaps``)."""
     m = metrics
     curves = history and any("loss" in h for h in history)
     return _render("report.html", title, info, warnings=list(warnings), headline=_headline(m),
@@ -52,7 +53,7 @@ def render_report(metrics: dict, *, title: str = "headstart report", history: Se
                    per_class=_per_class(m["per_class"]) if m.get("per_class") else None,
                    numeric={"plot": _numeric(m["values"])} if m.get("values") else None,
                    curves={"plot": _curves(history)} if curves else None,
-                   worst=_worst(m["worst"], image_root) if m.get("worst") else None,
+                   worst=_worst(m["worst"], image_root, heat or {}) if m.get("worst") else None,
                    doctor=_doctor_values(doctor) if doctor is not None else None,
                    skipped=m.get("skipped") or None)
 
@@ -87,8 +88,11 @@ def model_report(clf, metrics: dict, *, title: str, data: str | Path | None = No
     val = (getattr(clf, "metrics_", {}) or {}).get("validation", {})
     if val.get("score") is not None:
         info["validation score"] = f"{val['score']:.4f}"
+    from .heatmaps import heat_thumbs
+
+    worst = [w["file"] for w in (metrics.get("worst") or [])[:GALLERY_MAX]]
     return render_report(metrics, title=title, history=getattr(clf, "history_", None), image_root=data,
-                         info=info, warnings=warnings)
+                         info=info, warnings=warnings, heat=heat_thumbs(clf, worst, data))
 
 
 def evaluate_report_path(model: str | Path, data: str | Path) -> Path:
@@ -134,12 +138,13 @@ def _per_class(per_class: dict) -> list[dict]:
              "bar": int(100 * pc.get("f1", 0)), "support": pc.get("support", "")} for c, pc in per_class.items()]
 
 
-def _worst(worst: Sequence[dict], root) -> list[dict]:
+def _worst(worst: Sequence[dict], root, heat: dict) -> list[dict]:
     # classes carry probabilities; numbers (continuous, count) and label sets do not
     return [{"thumb": _thumb(root, w["file"]), "file": w["file"], "true": _short(w["true"]),
              "predicted": _short(w["predicted"]),
              "p_true": f" ({w['p_true']:.2f})" if "p_true" in w else "",
-             "p_predicted": f" ({w['p_predicted']:.2f})" if "p_true" in w else ""} for w in worst[:GALLERY_MAX]]
+             "p_predicted": f" ({w['p_predicted']:.2f})" if "p_true" in w else "",
+             "heat": heat.get(w["file"])} for w in worst[:GALLERY_MAX]]
 
 
 def _doctor_values(r) -> dict:

@@ -157,6 +157,8 @@ class Models:
 def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     """The app for ``settings``; loads ``settings.model_dir`` unless ``clf`` is given."""
     from ..estimator import load
+    from .explain import explain_router
+    from .label import label_router
     from .teach import TeachJobs, teach_router
 
     settings.check()
@@ -183,6 +185,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     app.add_middleware(OriginGuard, hosts=allowed_hosts(settings.host, settings.allowed_hosts))  # outermost
     _add_error_handlers(app)
     app.include_router(teach_router(jobs))
+    app.include_router(label_router(settings))
+    app.include_router(explain_router(models, settings))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     _info_routes(app, models, jobs, settings)

@@ -108,9 +108,37 @@ async function predictOne(blob, name) {
   try {
     const out = await api("/v1/predict" + q, { method: "POST", body: form });
     showPrediction(card, out.predictions[0]);
+    addHeatButton(card, blob, name);
   } catch (e) {
     showError(card, e.message);
   }
+}
+
+// A heat map (Grad-CAM, POST /v1/explain) of where in the image the prediction comes from.
+function addHeatButton(card, blob, name) {
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = "heat";
+  btn.textContent = "show heat map";
+  btn.addEventListener("click", async () => {
+    btn.disabled = true;
+    btn.textContent = "explaining…";
+    const form = new FormData();
+    form.append("image", blob, name);
+    try {
+      const png = await api("/v1/explain" + (state.model ? "?model=" + encodeURIComponent(state.model) : ""),
+                            { method: "POST", body: form });
+      const img = $("img", card);
+      img.src = URL.createObjectURL(png);
+      img.classList.add("heat");
+      btn.remove();
+    } catch (e) {
+      btn.disabled = false;
+      btn.textContent = "show heat map";
+      notice(e.message);
+    }
+  });
+  $(".body", card).append(btn);
 }
 
 async function predictFiles(files) {
