@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadstartError
-from . import cluster
+from . import cluster, text
 from .common import ENGINES, add_labels, write_json
 
 
@@ -15,6 +15,8 @@ def cmd_evaluate(args) -> int:
     from ..estimator import load
     from ..evaluation.report import format_report
 
+    if text.is_text_model(args.model):
+        return text.cmd_evaluate(args)
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
     clf.skip_bad_rows = args.skip_bad_rows
     m = clf.evaluate(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
@@ -35,6 +37,8 @@ def cmd_predict(args) -> int:
     from ..data.scan import find_images
     from ..estimator import load
 
+    if text.is_text_model(args.model):  # texts: as arguments, or files of texts
+        return text.cmd_predict(args)
     if args.labels:
         from ..data.labels_csv import listed_files
 

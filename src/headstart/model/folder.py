@@ -122,6 +122,10 @@ def load_model(path: str | Path) -> SavedModel:
 
     folder = read_folder(path)
     c = folder.config
+    if c.get("kind") == "text":  # a sentence classifier (model/text.py)
+        from .text import load_text_model
+
+        return load_text_model(folder)
     bb = backbone_from_spec(c["backbone"], folder.backbone_state)
     if folder.backbone_state is not None:
         bb.weights_id = c.get("backbone_weights_id", "")
