@@ -78,6 +78,9 @@ class TextClassifier(ScikitLearnEstimator):
         net_config = TextCNNConfig(self.level, self.embed_dim, tuple(self.widths), self.filters, self.dropout,
                                    self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100))
         task = make_task(ds.task_name, self.loss).fit_targets(_parsed(make_task(ds.task_name), train))
+        import torch
+
+        torch.manual_seed(self.seed)  # the same seed, the same starting weights
         self.network_ = TextCNN(net_config, len(self.vocabulary_), task.out_dim)
         vectors_info = self._load_vectors() if self.vectors else None
         encode = self._encoder()
@@ -183,7 +186,7 @@ class TextClassifier(ScikitLearnEstimator):
 
     def score(self, X, y=None) -> float:
         """The task's headline metric (accuracy for classes) on labelled texts."""
-        return float(self.evaluate(X, y)["score"])
+        return float(self.evaluate(X, y)[self.task_.headline])
 
     # --- the model folder ---------------------------------------------------------------------
 

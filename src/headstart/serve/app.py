@@ -152,10 +152,11 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     """The app for ``settings``; loads ``settings.model_dir`` unless ``clf`` is given."""
     from ..estimator import load
     from .teach import TeachJobs, teach_router
+    from .text import is_text_folder, text_router
 
     settings.check()
     models = Models(settings)
-    if clf is None and settings.model_dir:
+    if clf is None and settings.model_dir and not is_text_folder(settings.model_dir):
         clf = load(settings.model_dir, engine=settings.engine)
     if clf is not None:
         name = Path(settings.model_dir).name if settings.model_dir else "model"
@@ -176,6 +177,7 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     app.add_middleware(_Guard, settings=settings)
     _add_error_handlers(app)
     app.include_router(teach_router(jobs))
+    app.include_router(text_router(settings))  # texts: serve/text.py
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     _info_routes(app, models, jobs, settings)
