@@ -156,3 +156,22 @@ def test_serve_answers_texts_and_refuses_bad_requests(text_model, tmp_path):
         assert "text.js" in c.get("/").text and c.get("/static/text.js").status_code == 200
         schema = c.get("/openapi.json").json()["paths"]["/v1/text/predict"]["post"]["responses"]
         assert {"200", "401", "409", "413", "422"} <= set(schema)
+
+
+def test_doctor_on_texts_flags_a_flipped_label_and_a_sentence_with_two_labels(tmp_path, capsys):
+    from headstart.evaluation.text_doctor import check_texts
+
+    rows = sentiment_rows(120)
+    flipped = (rows[3][0], "negative" if rows[3][1] == "positive" else "positive")
+    data = write_csv(tmp_path / "doc.csv", ["text", "label"], [*rows[:3], flipped, *rows[4:], rows[10]])
+    report = check_texts(data)
+    assert "doc.csv:5" in [s.rel for s in report.suspects]          # line 5 holds the flipped row
+    assert main(["doctor", str(data)]) == 0 and "likely wrong labels" in capsys.readouterr().out
+
+
+def test_split_files_without_validation_hold_out_part_of_train_by_hash(tmp_path):
+    rows = sentiment_rows(100)
+    write_csv(tmp_path / "train.csv", ["text", "label"], rows[:80])
+    write_csv(tmp_path / "test.csv", ["text", "label"], rows[80:])
+    counts = read_texts(tmp_path).counts()
+    assert counts["test"] == 20 and counts["train"] + counts["val"] == 80 and 2 <= counts["val"] <= 20

@@ -2,7 +2,8 @@
 
 Texts come from a CSV with a text column (``text``, else ``--text-column``) and a target column,
 or, to predict, from a file with one text per line. ``train.csv`` / ``validation.csv`` /
-``test.csv`` side by side (name one of them, or their folder) are used as the splits; a single
+``test.csv`` side by side (name one of them, or their folder) are used as the splits (without
+``validation.csv``, ``val_fraction`` of ``train.csv`` is held out by a stable hash); a single
 CSV is split by a stable hash of each text, so the same sentence always lands in the same split.
 
 Tokenising needs no download: lower-cased words, with numbers and apostrophe endings kept
@@ -113,11 +114,16 @@ def read_texts(data: str | Path, *, text_column: str | None = None, target_colum
     notes = []
     for split, path in (files or {"": Path(data).expanduser()}).items():
         tcol, gcol, found = _read_rows(path, text_column, target_column)
+        held_out = files is not None and split == "train" and "val" not in files  # TREC: no validation file
         for n, text, target in found:
-            s = split or assign_split(" ".join(tokenize(text)), val_fraction, test_fraction)
+            key = " ".join(tokenize(text))
+            s = split or assign_split(key, val_fraction, test_fraction)
+            if held_out and assign_split(key, val_fraction, 0.0) == "val":
+                s = "val"
             rows.append((text, target, s, f"{path.name}:{n}"))
     if files:
-        notes.append("splits from " + ", ".join(p.name for p in files.values()))
+        notes.append("splits from " + ", ".join(p.name for p in files.values()) + (
+            "" if "val" in files else f"; validation: {val_fraction:.0%} of train.csv by a stable hash"))
     if not rows:
         raise HeadstartError(f"{data} holds no rows with a text. Expected a CSV with a header, e.g. 'text,label'.")
     name, reason = (task, "given") if task != "auto" else infer_task_name([r[1] for r in rows], gcol)
