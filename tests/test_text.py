@@ -140,6 +140,8 @@ def test_cli_train_evaluate_predict_on_texts(tmp_path, capsys, text_model):
     assert printed[0].startswith("text,") and len(printed) == 4
     assert read_lines(lines) == ["a lovely film", "so boring"]
     assert main(["train", str(data), "--out", str(tmp_path / "w"), "--widths", "a,b", "--quiet"]) == 2
+    assert main(["export", str(out)]) == 0 and (out / "model.onnx").is_file()
+    assert "parity" in capsys.readouterr().out
 
 
 def test_serve_answers_texts_and_refuses_bad_requests(text_model, tmp_path):

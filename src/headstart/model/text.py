@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -61,3 +62,34 @@ def load_text_model(folder) -> SavedTextModel:
     net = TextCNN(TextCNNConfig.from_dict(c["network"]), len(vocab), task.out_dim)
     net.load_state_dict(folder.head_state)
     return SavedTextModel(net.eval(), vocab, task, list(c["labels"]), c)
+
+
+def export_text_model(saved: SavedTextModel, fmt: str, out: str | Path, texts: list[str]) -> float:
+    """Write the text CNN (token ids (N, L) -> raw outputs) as ONNX or TorchScript and return the
+    largest difference from PyTorch on ``texts``; tokenising stays outside (``config.json`` holds
+    the vocabulary and ``data.text.TOKEN_RE``)."""
+    import torch
+
+    from ..errors import HeadstartError
+
+    net = saved.network.eval()
+    ids = torch.from_numpy(saved.encode(texts))
+    with torch.inference_mode():
+        want = net(ids).numpy()
+    if fmt == "torchscript":
+        traced = torch.jit.trace(net, (ids,))
+        traced.save(str(out))
+        with torch.inference_mode():
+            got = torch.jit.load(str(out))(ids).numpy()
+    elif fmt == "onnx":
+        import onnxruntime as ort
+
+        torch.onnx.export(net, (ids,), str(out), opset_version=17, dynamo=False, input_names=["ids"],
+                          output_names=["output"], dynamic_axes={"ids": {0: "batch"}, "output": {0: "batch"}})
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"ids": ids.numpy()})[0]
+    else:
+        raise HeadstartError(f"export format {fmt!r} is not known; expected onnx or torchscript.")
+    diff = float(np.abs(got - want).max())
+    if diff > 1e-3:
+        raise HeadstartError(f"the exported {fmt} model differs from PyTorch by {diff:.2e}; not trusted.")
+    return diff
