@@ -93,6 +93,7 @@ def test_word2vec_text_glove_and_binary_vectors_cover_the_vocabulary(tmp_path):
 def test_text_classifier_learns_saves_and_loads_the_same_predictions(text_model):
     clf, model, _ = text_model
     assert clf.metrics_["test"]["accuracy"] >= 0.9, clf.metrics_["test"]
+    assert clf.metrics_["validation"]["n_images"] == len(clf.dataset_.subset("val")) > 0
     texts = ["film 7 was lovely and short .", "film 9 was dull and long ."]
     assert clf.predict(texts) == ["positive", "negative"]
     back = load_text(model)

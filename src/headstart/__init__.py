@@ -16,13 +16,14 @@ from .errors import HeadstartError, NotFittedError
 if TYPE_CHECKING:
     from .backbones import create_backbone, list_backbones
     from .data import Dataset, read_dataset, scan
-    from .estimator import ImageClassifier, ImagePredictor, load
+    from .estimator import ImageClassifier, ImagePredictor, TextClassifier, load, load_text
 
-__all__ = ["Dataset", "HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "__version__",
-           "create_backbone", "list_backbones", "load", "read_dataset", "scan"]
+__all__ = ["Dataset", "HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "TextClassifier", "__version__",
+           "create_backbone", "list_backbones", "load", "load_text", "read_dataset", "scan"]
 
 # Heavy modules (torch, scikit-learn) load on first use, so `import headstart` and `--help` stay fast.
 _LAZY = {"ImageClassifier": "estimator", "ImagePredictor": "estimator", "load": "estimator",
+         "TextClassifier": "estimator", "load_text": "estimator",
          "create_backbone": "backbones", "list_backbones": "backbones",
          "Dataset": "data", "read_dataset": "data", "scan": "data"}
 

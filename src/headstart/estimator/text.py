@@ -95,8 +95,8 @@ class TextClassifier(ScikitLearnEstimator):
             task.tune(predict_text_scores(self.network_, task, x_val), _parsed(task, val))
         self.task_, self.history_ = task, fit.history
         self.classes_ = np.array(task.labels) if task.has_classes else None
-        self.metrics_ = {s: self._split_metrics(ds.subset(s)) for s in ("validation", "test")
-                         if ds.subset("val" if s == "validation" else s)}
+        self.metrics_ = {name: self._split_metrics(ds.subset(split))
+                         for name, split in (("validation", "val"), ("test", "test")) if ds.subset(split)}
         self.fit_info_ = {"task": task.name, "task_reason": ds.task_reason, "best_epoch": fit.best_epoch,
                           "train_seconds": round(fit.seconds, 2), "vocabulary": len(self.vocabulary_),
                           "length": net_config.length, "counts": ds.counts(), "network": net_config.describe(),
