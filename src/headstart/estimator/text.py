@@ -77,7 +77,7 @@ class TextClassifier(ScikitLearnEstimator):
         self.vocabulary_ = Vocabulary.build(tokens)
         net_config = TextCNNConfig(self.level, self.embed_dim, tuple(self.widths), self.filters, self.dropout,
                                    self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100))
-        task = make_task(ds.task_name, self.loss).fit_targets(_parsed(make_task(ds.task_name), train))
+        task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
         import torch
 
         torch.manual_seed(self.seed)  # the same seed, the same starting weights
@@ -85,14 +85,14 @@ class TextClassifier(ScikitLearnEstimator):
         vectors_info = self._load_vectors() if self.vectors else None
         encode = self._encoder()
         x_val = encode([s.text for s in val]) if val else None
-        fit = train_text_cnn(self.network_, task, encode([s.text for s in train]), _parsed(task, train),
-                             x_val, _parsed(task, val) if val else None,
+        fit = train_text_cnn(self.network_, task, encode([s.text for s in train]), _targets(train),
+                             x_val, _targets(val) if val else None,
                              TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                              seed=self.seed), log=print if self.verbose else None)
         if val:
             from ..training.text import predict_text_scores
 
-            task.tune(predict_text_scores(self.network_, task, x_val), _parsed(task, val))
+            task.tune(predict_text_scores(self.network_, task, x_val), _targets(val))
         self.task_, self.history_ = task, fit.history
         self.classes_ = np.array(task.labels) if task.has_classes else None
         self.metrics_ = {name: self._split_metrics(ds.subset(split))
@@ -234,7 +234,7 @@ def _texts(texts) -> list[str]:
     return out
 
 
-def _parsed(task, samples) -> list:
+def _targets(samples) -> list[str]:
     return [s.label for s in samples]
 
 
