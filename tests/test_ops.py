@@ -309,3 +309,30 @@ def test_bad_input_is_explained(call, words):
 
 def test_doctests():
     assert doctest.testmod(ops).failed == 0
+
+
+# --- sentences: 1-D convolution and max-over-time pooling (Kim 2014) -------------------------
+
+def test_conv1d_worked_example_one_filter():
+    # four tokens with 2-number embeddings; a width-2 filter sees each two-word group once
+    sentence = [[1, 0], [0, 1], [1, 1], [0, 0]]
+    assert ops.conv1d(sentence, [[1, 1], [1, -1]]).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_conv1d_bank_matches_torch_and_max_over_time_pools_each_filter():
+    rng = np.random.default_rng(0)
+    x, k, b = rng.normal(size=(7, 5)), rng.normal(size=(3, 5, 4)), rng.normal(size=4)
+    ours = ops.conv1d(x, k, bias=b)                                     # (5, 4)
+    theirs = F.conv1d(torch.tensor(x.T[None]), torch.tensor(k.transpose(2, 1, 0)), torch.tensor(b))[0].T
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-10)
+    np.testing.assert_allclose(ops.max_over_time(ours), theirs.amax(0).numpy(), atol=1e-10)
+    assert ops.max_over_time([[0.0, 1.0], [3.0, -1.0], [2.0, 0.5]]).tolist() == [3.0, 1.0]
+
+
+def test_conv1d_refuses_a_filter_longer_than_the_sentence_and_mismatched_embeddings():
+    with pytest.raises(HeadstartError, match="longer than the 2-token sequence; pad"):
+        ops.conv1d([[1, 0], [0, 1]], np.ones((3, 2)))
+    with pytest.raises(HeadstartError, match="same E"):
+        ops.conv1d(np.ones((4, 3)), np.ones((2, 2)))
+    with pytest.raises(HeadstartError, match="non-empty"):
+        ops.max_over_time(np.zeros((0, 2)))

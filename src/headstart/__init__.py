@@ -17,16 +17,17 @@ if TYPE_CHECKING:
     from .backbones import create_backbone, list_backbones
     from .backbones.imagenet import label_images
     from .data import Dataset, read_dataset, scan
-    from .estimator import ImageClassifier, ImagePredictor, load
+    from .estimator import ImageClassifier, ImagePredictor, TextClassifier, load, load_text
     from .estimator.explain import explain
     from .estimator.video import predict_video
 
-__all__ = ["Dataset", "HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "__version__",
-           "create_backbone", "explain", "label_images", "list_backbones", "load", "predict_video", "read_dataset",
-           "scan"]
+__all__ = ["Dataset", "HeadstartError", "ImageClassifier", "ImagePredictor", "NotFittedError", "TextClassifier",
+           "__version__", "create_backbone", "explain", "label_images", "list_backbones", "load", "load_text",
+           "predict_video", "read_dataset", "scan"]
 
 # Heavy modules (torch, scikit-learn) load on first use, so `import headstart` and `--help` stay fast.
 _LAZY = {"ImageClassifier": "estimator", "ImagePredictor": "estimator", "load": "estimator",
+         "TextClassifier": "estimator", "load_text": "estimator",
          "create_backbone": "backbones", "list_backbones": "backbones",
          "Dataset": "data", "read_dataset": "data", "scan": "data",
          "label_images": "backbones.imagenet", "explain": "estimator.explain",

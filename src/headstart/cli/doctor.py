@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--task", default="auto", help="as for train: the task of the --labels CSV (default: inferred)")
     p.add_argument("--path-column", help="as for train")
     p.add_argument("--target-column", help="as for train")
+    p.add_argument("--text-column", help="DATA is a CSV of texts: its text column (default 'text')")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the label check (default 5)")
     p.add_argument("--near", type=float, default=None, metavar="COSINE",
                    help="near-duplicate threshold on embedding cosine similarity (default 0.92)")
@@ -46,6 +47,16 @@ def run_doctor(args: argparse.Namespace) -> int:
     near = NEAR_THRESHOLD if args.near is None else args.near
     if not 0 < near <= 1:
         raise HeadstartError(f"--near is a cosine similarity in (0, 1], got {args.near}. Use e.g. --near 0.92.")
+    from ..data.text import is_text_csv
+
+    if args.labels is None and is_text_csv(args.data, args.text_column):  # texts: TF-IDF features
+        from ..evaluation.text_doctor import check_texts
+
+        report = check_texts(args.data, text_column=args.text_column, target_column=args.target_column,
+                             val_fraction=args.val_fraction, test_fraction=args.test_fraction, folds=args.folds,
+                             near_threshold=near)
+        print(format_doctor(report, top=args.top))
+        return 0
     if args.model is not None:
         from ..estimator import load
 

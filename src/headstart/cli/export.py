@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..model.export import export_model
+    from .text import is_text_model
+
+    if is_text_model(args.model):
+        return _export_text(args)
     from .arguments import check_model_arg
 
     check_model_arg(args.model, "headstart export MODEL_DIR [--format onnx|torchscript]")
@@ -35,6 +39,23 @@ def run(args: argparse.Namespace) -> int:
     if "test_accuracy_int8" in q:
         print(f"int8 test accuracy {q['test_accuracy_int8']:.4f} vs fp32 {q['test_accuracy_fp32']:.4f} "
               f"({100 * (q['test_accuracy_int8'] - q['test_accuracy_fp32']):+.2f} points)")
+    return 0
+
+
+def _export_text(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..model.folder import load_model
+    from ..model.text import export_text_model
+
+    if args.quantize or args.min_accuracy is not None:
+        from ..errors import HeadstartError
+
+        raise HeadstartError("--quantize and --min-accuracy apply to image models; a text model exports as it is.")
+    saved = load_model(args.model)
+    out = args.out or str(Path(args.model) / ("model.onnx" if args.format == "onnx" else "model.pt"))
+    diff = export_text_model(saved, args.format, out, ["what is the capital of france ?", "a fine film", "x"])
+    print(f"exported {args.format} to {out}  (parity {diff:.2e}; input: token ids from config.json's vocabulary)")
     return 0
 
 

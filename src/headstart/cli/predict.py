@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadstartError
-from . import cluster, video
+from . import cluster, text, video
 from .arguments import check_model_arg
 from .common import ENGINES, add_labels, examples, write_json
 
@@ -17,6 +17,8 @@ def cmd_evaluate(args) -> int:
     from ..evaluation.report import format_report
 
     check_model_arg(args.model, "headstart evaluate MODEL_DIR DATA")
+    if text.is_text_model(args.model):
+        return text.cmd_evaluate(args)
     clf = load(args.model, engine=args.engine, verbose=not args.quiet)
     clf.skip_bad_rows = args.skip_bad_rows
     m = clf.evaluate(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
@@ -38,6 +40,8 @@ def cmd_predict(args) -> int:
     from ..estimator import load
 
     check_model_arg(args.model, "headstart predict MODEL_DIR PATHS...")
+    if text.is_text_model(args.model):  # texts: as arguments, or files of texts
+        return text.cmd_predict(args)
     if video.wants_video(args.paths):
         return video.cmd_predict_video(args)
     if args.labels:

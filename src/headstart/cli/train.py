@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import HeadstartError
-from . import cluster
+from . import cluster, text
 from .common import ENGINES, TASK_NAMES, add_data_fractions, add_labels, examples, write_json
 
 DEFAULT_STAGES = 3  # = training.finetune.DEFAULT_STAGES (not imported: that module imports torch)
@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continuous task: mse (default) or huber (robust to a few wrong targets)")
     add_finetune_arguments(p)
     cluster.add_arguments(p, train=True)
+    text.add_train_arguments(p)
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from ..model.folder import check_out
 
     check_out(args.out)  # before training, not after it
+
+    if text.is_text_data(args):  # a CSV with a text column: sentence classification
+        return text.run_train(args)
 
     finetune = None if args.finetune is None else ("all" if args.full else args.finetune)
     if args.full and args.finetune is None:

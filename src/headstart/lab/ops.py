@@ -24,7 +24,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import HeadstartError
 
 __all__ = [
-    "KERNELS", "RunningStats", "avg_pool", "batch_norm", "conv2d", "max_pool", "parse_kernel",
+    "KERNELS", "RunningStats", "avg_pool", "batch_norm", "conv1d", "conv2d", "max_over_time", "max_pool",
+    "parse_kernel",
 ]
 
 Padding = Union[int, str]
@@ -176,6 +177,49 @@ def conv2d(image, kernel, *, stride: int | tuple[int, int] = 1, padding: Padding
             f"got shape {b.shape}")
     out += b
     return out[:, :, 0] if squeeze_filters else out
+
+
+def conv1d(sequence, kernel, *, bias: float | np.ndarray = 0.0) -> np.ndarray:
+    """Slide a width-``w`` filter along a sentence (Kim 2014): the 1-D convolution of text.
+
+    ``sequence`` is ``(L, E)``: L tokens, each an E-number embedding (or ``(L,)``, E = 1).
+    ``kernel`` is ``(w, E)`` (one filter -> ``(L - w + 1,)``) or a bank ``(w, E, F)``
+    (-> ``(L - w + 1, F)``); no padding, stride 1, no flip, as ``torch.nn.functional.conv1d``.
+    Each output is one w-word group's match with the filter.
+
+    >>> conv1d([[1, 0], [0, 1], [1, 1], [0, 0]], [[1, 1], [1, -1]]).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    x = _as_array(sequence, "conv1d sequence")
+    k = _as_array(kernel, "conv1d kernel")
+    x = x[:, None] if x.ndim == 1 else x
+    k = k[:, None] if k.ndim == 1 else k
+    if x.ndim != 2 or k.ndim not in (2, 3) or k.shape[1] != x.shape[1]:
+        raise HeadstartError(
+            f"conv1d takes a sequence (L, E) and a kernel (w, E) or bank (w, E, F) with the same E; got "
+            f"sequence {x.shape} and kernel {k.shape}. Make the kernel's second size the embedding size.")
+    if k.shape[0] > x.shape[0]:
+        raise HeadstartError(
+            f"conv1d filter of width {k.shape[0]} is longer than the {x.shape[0]}-token sequence; "
+            "pad the sequence to at least the filter width (the lecture's \"fixed size, can use padding\").")
+    dtype = _float_dtype(x, k)
+    windows = sliding_window_view(x.astype(dtype), k.shape[0], axis=0)  # (L', E, w)
+    out = np.einsum("lew,we...->l...", windows, k.astype(dtype)) + np.asarray(bias, dtype)
+    return out
+
+
+def max_over_time(feature_map) -> np.ndarray:
+    """The largest value of each feature map over the whole sentence (Collobert et al. 2011,
+    Kim 2014): ``(L',)`` -> a number, ``(L', F)`` -> ``(F,)``. Any sentence length gives one
+    value per filter, so sentences of different lengths become vectors of one size.
+
+    >>> max_over_time([[0.0, 1.0], [3.0, -1.0], [2.0, 0.5]]).tolist()
+    [3.0, 1.0]
+    """
+    a = _as_array(feature_map, "max_over_time input")
+    if a.ndim not in (1, 2) or a.shape[0] == 0:
+        raise HeadstartError(f"max_over_time takes a non-empty (L,) or (L, F) feature map, got shape {a.shape}.")
+    return a.max(axis=0)
 
 
 def _pool(x, size, stride, name: str) -> np.ndarray:

@@ -190,6 +190,10 @@ def load_model(path: str | Path) -> SavedModel:
 
     folder = read_folder(path)
     c = folder.config
+    if c.get("kind") == "text":  # a sentence classifier (model/text.py)
+        from .text import load_text_model
+
+        return load_text_model(folder)
     bb = _backbone(Path(path), c, folder.backbone_state)
     task, h = task_of(c), c["head"]
     problem = (f"the head takes {h['in_dim']} features but backbone {bb.name!r} gives {bb.feature_dim}"

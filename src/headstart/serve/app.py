@@ -160,10 +160,11 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     from .explain import explain_router
     from .label import label_router
     from .teach import TeachJobs, teach_router
+    from .text import is_text_folder, text_router
 
     settings.check()
     models = Models(settings)
-    if clf is None and settings.model_dir:
+    if clf is None and settings.model_dir and not is_text_folder(settings.model_dir):
         clf = load(settings.model_dir, engine=settings.engine)
     if clf is not None:
         name = Path(settings.model_dir).name if settings.model_dir else "model"
@@ -187,6 +188,7 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
     app.include_router(teach_router(jobs))
     app.include_router(label_router(settings))
     app.include_router(explain_router(models, settings))
+    app.include_router(text_router(settings))  # texts: serve/text.py
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     _info_routes(app, models, jobs, settings)

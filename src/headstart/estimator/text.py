@@ -1,0 +1,273 @@
+"""``TextClassifier``: sentence classification with Kim's (2014) CNN, scikit-learn's contract.
+
+A separate estimator, not a mode of ``ImageClassifier``: its input (texts, a vocabulary), its
+network (trained end to end, no frozen backbone or feature cache) and its settings (widths,
+embedding size, word vectors) share nothing with the image path but the tasks, the metrics and
+the model folder, and those it reuses.
+
+>>> clf = TextClassifier().fit("trec/train.csv")                           # doctest: +SKIP
+>>> clf.predict(["Who wrote Hamlet ?"])                                     # doctest: +SKIP
+['HUM']
+>>> clf.save("model/"); load_text("model/").score(texts, labels)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HeadstartError, NotFittedError
+from .sklearn_api import ScikitLearnEstimator
+
+SAVED = ("level", "embed_dim", "widths", "filters", "dropout", "length", "epochs", "lr", "batch_size",
+         "seed", "static")
+
+
+class TextClassifier(ScikitLearnEstimator):
+    """Texts -> a trained text CNN. ``fit`` takes a CSV path (``text`` and target columns, split
+    files beside it used as splits) or a list of texts with targets ``y``."""
+
+    def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
+                 filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 12, lr: float = 2e-3,
+                 batch_size: int = 50, task: str = "auto", loss: str = "auto", vectors: str | None = None,
+                 static: bool = False, text_column: str | None = None, target_column: str | None = None,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
+                 verbose: bool = False):
+        self.level, self.embed_dim, self.widths, self.filters = level, embed_dim, widths, filters
+        self.dropout, self.length, self.epochs, self.lr, self.batch_size = dropout, length, epochs, lr, batch_size
+        self.task, self.loss, self.vectors, self.static = task, loss, vectors, static
+        self.text_column, self.target_column = text_column, target_column
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.threads, self.verbose = threads, verbose
+
+    # --- fitting ------------------------------------------------------------------------------
+
+    def fit(self, X, y=None) -> "TextClassifier":
+        """Train on a CSV path, or on texts ``X`` with targets ``y``; score validation and test splits."""
+        from ..data.text import read_texts
+
+        start = time.perf_counter()
+        if isinstance(X, (str, os.PathLike)):
+            if y is not None:
+                raise HeadstartError("fit(path, y): give the targets in the CSV's target column, not as y.")
+            self.dataset_ = read_texts(X, text_column=self.text_column, target_column=self.target_column,
+                                       task=self.task, val_fraction=self.val_fraction,
+                                       test_fraction=self.test_fraction)
+        else:
+            self.dataset_ = _list_dataset(X, y, self.task, self.val_fraction, self.test_fraction)
+        with _threads(self.threads):
+            self._fit_dataset(self.dataset_)
+        self.fit_info_["seconds"] = time.perf_counter() - start
+        return self
+
+    def _fit_dataset(self, ds) -> None:
+        from ..backbones.text_cnn import TextCNN, TextCNNConfig
+        from ..data.text import Vocabulary, fixed_length, tokenize
+        from ..tasks import make_task
+        from ..training.text import TextTrainConfig, train_text_cnn
+
+        train, val = ds.subset("train"), ds.subset("val")
+        if not train:
+            raise HeadstartError(f"{ds.source}: no texts in the training split. Add rows or lower the fractions.")
+        tokens = [tokenize(s.text, self.level) for s in train]
+        self.vocabulary_ = Vocabulary.build(tokens)
+        net_config = TextCNNConfig(self.level, self.embed_dim, tuple(self.widths), self.filters, self.dropout,
+                                   self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100))
+        task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
+        import torch
+
+        torch.manual_seed(self.seed)  # the same seed, the same starting weights
+        self.network_ = TextCNN(net_config, len(self.vocabulary_), task.out_dim)
+        vectors_info = self._load_vectors() if self.vectors else None
+        encode = self._encoder()
+        x_val = encode([s.text for s in val]) if val else None
+        fit = train_text_cnn(self.network_, task, encode([s.text for s in train]), _targets(train),
+                             x_val, _targets(val) if val else None,
+                             TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                             seed=self.seed), log=print if self.verbose else None)
+        if val:
+            from ..training.text import predict_text_scores
+
+            task.tune(predict_text_scores(self.network_, task, x_val), _targets(val))
+        self.task_, self.history_ = task, fit.history
+        self.classes_ = np.array(task.labels) if task.has_classes else None
+        self.metrics_ = {name: self._split_metrics(ds.subset(split))
+                         for name, split in (("validation", "val"), ("test", "test")) if ds.subset(split)}
+        self.fit_info_ = {"task": task.name, "task_reason": ds.task_reason, "best_epoch": fit.best_epoch,
+                          "train_seconds": round(fit.seconds, 2), "vocabulary": len(self.vocabulary_),
+                          "length": net_config.length, "counts": ds.counts(), "network": net_config.describe(),
+                          "vectors": vectors_info}
+
+    def _load_vectors(self) -> dict:
+        import torch
+
+        from ..data.vectors import read_vectors
+
+        if self.level != "word":
+            raise HeadstartError("--vectors holds word vectors; it goes with the word level, not level='char'.")
+        v = read_vectors(self.vectors, self.vocabulary_.tokens, self.seed)
+        if v.dim != self.embed_dim:
+            from ..backbones.text_cnn import TextCNN
+
+            self.embed_dim = v.dim  # the vectors decide the embedding size
+            c = self.network_.config
+            self.network_ = TextCNN(type(c)(c.level, v.dim, c.widths, c.filters, c.dropout, c.length),
+                                    len(self.vocabulary_), self.network_.out.out_features)
+        self.network_.set_embeddings(torch.from_numpy(v.matrix), trainable=not self.static)
+        if self.verbose:
+            print(v.describe(self.vectors))
+        return {"file": str(self.vectors), "found": v.found, "total": v.total, "dim": v.dim,
+                "static": bool(self.static)}
+
+    def _split_metrics(self, samples) -> dict:
+        return self._metrics([s.text for s in samples], [s.label for s in samples], [s.row for s in samples])
+
+    # --- predicting ---------------------------------------------------------------------------
+
+    def _check(self):
+        if not hasattr(self, "network_"):
+            raise NotFittedError("this TextClassifier is not fitted yet: call fit(...) or load a model folder first.")
+
+    def _encoder(self):
+        from ..data.text import tokenize
+
+        level, length = self.network_.config.level, self.network_.config.length
+        return lambda texts: self.vocabulary_.encode([tokenize(t, level) for t in texts], length)
+
+    def predict_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """The task's scores (N, out_width): class probabilities, or numbers."""
+        from ..training.text import predict_text_scores
+
+        self._check()
+        texts = _texts(texts)
+        with _threads(self.threads):
+            return predict_text_scores(self.network_, self.task_, self._encoder()(texts))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.task_.has_classes and self.task_.name != "multilabel":
+            raise HeadstartError(f"predict_proba needs classes; this model's task is {self.task_.name}. Use predict.")
+        return self.predict_scores(texts)
+
+    def predict(self, texts: Sequence[str]) -> list:
+        """Labels (binary, multiclass), label lists (multilabel) or numbers (continuous, count)."""
+        return self.task_.predict_values(self.predict_scores(texts))
+
+    def predict_rows(self, texts: Sequence[str], top_k: int = 5) -> list[dict]:
+        """One dict per text: ``{"text", ...decoded prediction}`` (what ``predict`` and ``serve`` show)."""
+        texts = _texts(texts)
+        decoded = self.task_.decode(self.predict_scores(texts), top_k=top_k)
+        return [{"text": t, **d} for t, d in zip(texts, decoded)]
+
+    def _metrics(self, texts: list[str], targets: list[str], rows: list[str]) -> dict:
+        from ..evaluation.scores import evaluate_scores
+
+        return evaluate_scores(self.task_, self.predict_scores(texts), targets, rows)
+
+    def evaluate(self, X, y=None) -> dict:
+        """Full metrics on a labelled CSV (its test split when it has split files, else every row)
+        or on texts ``X`` with targets ``y``."""
+        from ..data.text import read_texts
+
+        self._check()
+        if isinstance(X, (str, os.PathLike)):
+            ds = read_texts(X, text_column=self.text_column, target_column=self.target_column,
+                            task=self.task_.name, val_fraction=0.0, test_fraction=0.0)
+            samples = ds.subset("test") or ds.samples
+            return self._split_metrics(samples)
+        texts = _texts(X)
+        if y is None or len(y) != len(texts):
+            raise HeadstartError(f"evaluate(texts, y) needs one target per text; got {len(texts)} texts and "
+                                 f"{'no' if y is None else len(y)} targets.")
+        return self._metrics(texts, [str(v) for v in y], [f"#{i}" for i in range(len(texts))])
+
+    def score(self, X, y=None) -> float:
+        """The task's headline metric (accuracy for classes) on labelled texts."""
+        return float(self.evaluate(X, y)[self.task_.headline])
+
+    # --- the model folder ---------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        from ..evaluation.report import format_report
+        from ..model.folder import ModelFolder, save_folder
+        from ..model.text import text_folder
+
+        self._check()
+        test = self.metrics_.get("test")
+        extras = {"report.txt": format_report(test, "test split")} if test else {}
+        settings = {k: getattr(self, k) for k in SAVED}
+        settings["widths"] = list(settings["widths"])
+        config = {"estimator": settings, "metrics": self.metrics_, "fit_info": self.fit_info_}
+        c, state = text_folder(self.network_, self.vocabulary_, self.task_, config)
+        return save_folder(ModelFolder(c, state, extras=extras), path)
+
+    @classmethod
+    def from_saved(cls, saved, threads: int = 1, verbose: bool = False) -> "TextClassifier":
+        c = saved.config
+        est = cls(**{k: v for k, v in c.get("estimator", {}).items() if k in SAVED}, threads=threads, verbose=verbose)
+        est.network_, est.vocabulary_, est.task_ = saved.network, saved.vocabulary, saved.task
+        est.classes_ = np.array(saved.task.labels) if saved.task.has_classes else None
+        est.metrics_, est.fit_info_, est.history_ = c.get("metrics", {}), c.get("fit_info", {}), []
+        return est
+
+
+def load_text(path: str | Path, threads: int = 1, verbose: bool = False) -> TextClassifier:
+    """A saved text model folder -> a fitted ``TextClassifier``."""
+    from ..model.folder import load_model
+
+    saved = load_model(path)
+    if getattr(saved, "kind", None) != "text":
+        raise HeadstartError(f"{str(path)!r} holds an image model, not a text model. Load it with headstart.load.")
+    return TextClassifier.from_saved(saved, threads, verbose)
+
+
+def _texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    out = list(texts)
+    bad = next((t for t in out if not isinstance(t, str)), None)
+    if bad is not None:
+        raise HeadstartError(f"expected texts (strings), got {type(bad).__name__}: {bad!r}.")
+    return out
+
+
+def _targets(samples) -> list[str]:
+    return [s.label for s in samples]
+
+
+def _list_dataset(X, y, task: str, val_fraction: float, test_fraction: float):
+    from ..data.labels_csv import infer_task_name
+    from ..data.split import assign_split
+    from ..data.text import TextDataset, TextSample, tokenize
+
+    texts = _texts(X)
+    if y is None or len(y) != len(texts):
+        raise HeadstartError(f"fit(texts, y) needs one target per text; got {len(texts)} texts and "
+                             f"{'no' if y is None else len(y)} targets.")
+    labels = ["|".join(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v) for v in y]
+    name, reason = (task, "given") if task != "auto" else infer_task_name(labels, "y")
+    samples = [TextSample(t, lab, assign_split(" ".join(tokenize(t)), val_fraction, test_fraction), f"#{i}")
+               for i, (t, lab) in enumerate(zip(texts, labels))]
+    return TextDataset("<list>", samples, name, reason, "text", "y")
+
+
+class _threads:
+    """Torch's thread count for a block: small text CNNs run fastest on one thread (docs/text.md)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
