@@ -32,10 +32,14 @@ def is_text_data(args: argparse.Namespace) -> bool:
 
 
 def is_text_model(model_dir: str | Path) -> bool:
+    file = Path(model_dir) / "config.json"
     try:
-        return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("kind") == "text"
+        if not file.is_file() or file.stat().st_size > 64 << 20:  # the loader refuses it, by name
+            return False
+        config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    return isinstance(config, dict) and config.get("kind") == "text"
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -102,7 +102,7 @@ def save_folder(folder: ModelFolder, path: str | Path) -> Path:
 def read_folder(path: str | Path) -> ModelFolder:
     """Read and check a model folder: config.json against its schema, then each weights file's
     header against config.json (before any tensor is allocated), then finite values."""
-    from .validate import check_config, expected_head
+    from .validate import check_config, expected_head, expected_text
     from .weights_file import check_against, read_file, tensors_from
 
     path = Path(path)
@@ -114,11 +114,15 @@ def read_folder(path: str | Path) -> ModelFolder:
         raise HeadstartError(f"{str(path)!r} is not a complete headstart model folder: missing {', '.join(missing)}. "
                              "Was training interrupted? Train again with `headstart train DATA --out MODEL_DIR`.")
     config = _read_config(path / "config.json", path)
-    check_config(path / "config.json", config, FORMAT, FORMAT_VERSION)
+    text = isinstance(config, dict) and config.get("kind") == "text"  # a sentence classifier: model/text.py
+    check_config(path / "config.json", config, FORMAT, FORMAT_VERSION, text=text)
     head_file = path / "head.safetensors"
     data, header = read_file(head_file, path)
-    check_against(head_file, header, expected_head(config["head"]), "the head that config.json describes")
+    check_against(head_file, header, expected_text(config) if text else expected_head(config["head"]),
+                  "the network that config.json describes")
     head_state = tensors_from(head_file, data)
+    if text:
+        return ModelFolder(config, head_state)
     backbone_file = path / "backbone.safetensors"
     backbone_state = None
     if backbone_file.exists() or backbone_file.is_symlink():

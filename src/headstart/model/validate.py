@@ -43,7 +43,7 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_config(path: Path, config, fmt: str, version: int) -> None:
+def check_config(path: Path, config, fmt: str, version: int, text: bool = False) -> None:
     """Raise a ``HeadstartError`` naming ``path`` (config.json) unless ``config`` is a well-formed model config."""
     if not isinstance(config, dict):
         raise _refuse(path, f"holds a JSON {type(config).__name__}, expected an object with the model's settings")
@@ -62,6 +62,8 @@ def check_config(path: Path, config, fmt: str, version: int) -> None:
         if key in config:
             raise _refuse(path, f"names a weights file ({key!r}: {_short(config[key])}); a model folder's weights are "
                                 "always its own head.safetensors and backbone.safetensors, never a path elsewhere")
+    if text:
+        return check_text_config(path, config)
     _check_backbone(path, _section(path, config, "backbone", dict))
     _check_head(path, _section(path, config, "head", dict))
     _check_task(path, _section(path, config, "task", dict), _section(path, config, "labels", list))
@@ -148,3 +150,36 @@ def expected_head(head: dict) -> dict[str, tuple[tuple[int, ...], str]]:
 def expected_of(module) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v.shape), "float" if v.is_floating_point() else "int")
             for k, v in module.state_dict().items()}
+
+
+def check_text_config(path: Path, config: dict) -> None:
+    """The text model's part of config.json (``"kind": "text"``): network, vocabulary, task."""
+    from ..backbones.text_cnn import TextCNNConfig
+    from ..errors import HeadstartError
+
+    network = _section(path, config, "network", dict)
+    vocabulary = _section(path, config, "vocabulary", list)
+    if not vocabulary or not all(isinstance(t, str) for t in vocabulary):
+        raise _refuse(path, "has a vocabulary that is not a non-empty list of strings")
+    sizes = {k: network.get(k) for k in ("embed_dim", "filters", "length")}
+    widths = network.get("widths")
+    if (not all(_is_int(v) and 0 <= v <= 100_000 for v in sizes.values())
+            or not isinstance(widths, list) or not widths or not all(_is_int(w) and 0 < w <= 100 for w in widths)):
+        raise _refuse(path, f"has text network sizes {_short(network)} that are not small positive integers")
+    try:
+        TextCNNConfig.from_dict(network)
+    except (HeadstartError, TypeError, ValueError) as e:
+        raise _refuse(path, f"has a text network that cannot be built ({e})") from None
+    _check_task(path, _section(path, config, "task", dict), _section(path, config, "labels", list))
+
+
+def expected_text(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The text CNN's tensors as config.json describes them, computed on the meta device."""
+    import torch
+
+    from ..backbones.text_cnn import TextCNN, TextCNNConfig
+
+    with torch.device("meta"):
+        module = TextCNN(TextCNNConfig.from_dict(config["network"]), len(config["vocabulary"]),
+                         task_of(config).out_dim)
+    return expected_of(module)
