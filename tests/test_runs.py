@@ -68,3 +68,18 @@ def test_train_refuses_to_replace_a_model_unless_told(trained_model, tmp_path, c
     assert folder_state(out) == before
     assert main(["train", str(data), "--out", str(out), "--quiet", "--no-report", "--overwrite"]) == 0
     assert folder_state(out) != before  # replaced, as asked
+
+
+def test_a_model_folder_and_its_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from headstart.paths import atomic_dir, atomic_write_text
+
+    with atomic_dir(tmp_path / "m") as tmp:
+        (tmp / "config.json").write_text("{}")
+    atomic_write_text(tmp_path / "m" / "report.html", "<p>")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "m" / "report.html").stat().st_mode) == 0o666 & ~mask
