@@ -170,3 +170,14 @@ def test_camera_snapshots_become_teach_examples(camera_browser, server):
     wait(b).until(lambda d: first.find_element(By.CSS_SELECTOR, ".count").text == "2 images")
     wait(b).until(lambda d: second.find_element(By.CSS_SELECTOR, ".count").text == "1 image")
     assert len(first.find_elements(By.CSS_SELECTOR, ".thumbs img")) == 2
+
+
+@pytest.mark.parametrize("path, rendered", [("/docs", ".swagger-ui .info .title"), ("/redoc", "[role=search], .api-info h1")])
+def test_the_api_docs_render_from_the_installed_package_not_a_cdn(browser, server, path, rendered):
+    browser.get(server.url + path)
+    wait(browser).until(lambda d: d.execute_script(f"return document.querySelector({rendered!r}) !== null"))
+    loaded = browser.execute_script("return performance.getEntriesByType('resource')"
+                                    ".map(e => [e.name, e.responseStatus, e.transferSize])")
+    fetched = [url for url, status, size in loaded if status or size]  # a request the page's policy blocked never left
+    assert fetched and all(url.startswith(server.url) for url in fetched), loaded
+    assert path == "/docs" and len(fetched) == len(loaded) or "Content-Security-Policy" in browser.page_source

@@ -178,13 +178,16 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
         models.close()
         jobs.close()
 
-    app = FastAPI(title="headstart", version=_version(), lifespan=lifespan,
+    from fastapi_offline import FastAPIOffline  # /docs and /redoc from the installed package, not a CDN
+
+    app = FastAPIOffline(redoc_url=None, title="headstart", version=_version(), lifespan=lifespan,
                   description="Predict images with a headstart model, or teach a new one. "
                               "Every refusal is a 4xx JSON body {\"error\": \"...\"}.")
     app.state.settings, app.state.models, app.state.jobs = settings, models, jobs
     app.add_middleware(SizeTokenGuard, settings=settings)
     app.add_middleware(OriginGuard, hosts=allowed_hosts(settings.host, settings.allowed_hosts))  # outermost
     _add_error_handlers(app)
+    _redoc_route(app)
     app.include_router(teach_router(jobs))
     app.include_router(label_router(settings))
     app.include_router(explain_router(models, settings))
@@ -308,6 +311,22 @@ def _late(settings: ServeSettings) -> Rejection:
 
 
 # ---- JSON errors ------------------------------------------------------------------------
+
+def _redoc_route(app: FastAPI) -> None:
+    """/redoc from the installed package, with a policy that keeps the browser on this server
+    (ReDoc's sidebar logo is an image on its CDN)."""
+    from fastapi.openapi.docs import get_redoc_html
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        page = get_redoc_html(openapi_url="/openapi.json", title="headstart - ReDoc", with_google_fonts=False,
+                              redoc_js_url="/static-offline-docs/redoc.standalone.js",
+                              redoc_favicon_url="/static-offline-docs/favicon.png")
+        html = page.body.decode().replace("<head>", "<head>\n<meta http-equiv=\"Content-Security-Policy\" "
+                                          "content=\"default-src 'self' 'unsafe-inline' blob: data:\">", 1)
+        return HTMLResponse(html)
+
 
 def _add_error_handlers(app: FastAPI) -> None:
     def error(status: int, message: str, headers=None) -> JSONResponse:
