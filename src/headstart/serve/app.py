@@ -178,7 +178,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
         models.close()
         jobs.close()
 
-    from fastapi_offline import FastAPIOffline  # /docs and /redoc from the installed package, not a CDN
+    # /docs and /redoc from the installed package, not a CDN
+    from fastapi_offline import FastAPIOffline
 
     app = FastAPIOffline(redoc_url=None, title="headstart", version=_version(), lifespan=lifespan,
                   description="Predict images with a headstart model, or teach a new one. "
