@@ -33,7 +33,7 @@ _WHY = {
     400: "the Host header is not a name this server answers to, or the body is not readable multipart",
     401: "no token or a wrong one ('Authorization: Bearer TOKEN'); only when the server was started with --token",
     403: "a state-changing request from another web origin (Origin / Sec-Fetch-Site)",
-    404: "no such model or teach job",
+    404: "no such model, teach job or class",
     408: "the request was not received, or not answered, within --timeout",
     409: "a teach job is already running, no model is loaded yet, or the job is not done",
     413: "over a limit: body size, image count, pixels per image or per request",
@@ -76,7 +76,7 @@ def declare_token(app) -> None:
 
 def _images(min_items: int, max_items: int, what: str) -> dict:
     return {"type": "array", "minItems": min_items, "maxItems": max_items, "description": what,
-            "items": {"type": "string", "format": "binary"}}
+            "items": {"type": "string", "format": "binary", "minLength": 1}}
 
 
 def predict_body(max_images: int) -> dict:
@@ -86,6 +86,14 @@ def predict_body(max_images: int) -> dict:
                                                               "BMP or TIFF, decided by the content)")}}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": schema, "encoding": {"images": {"contentType": ", ".join(IMAGE_TYPES)}}}}}}
+
+
+def explain_body() -> dict:
+    """``openapi_extra`` of ``POST /v1/explain``: one image."""
+    schema = {"type": "object", "required": ["image"], "additionalProperties": False,
+              "properties": {"image": _images(1, 1, "one image file (JPEG, PNG, WebP, GIF, BMP or TIFF)")}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": schema, "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}}}}}}
 
 
 def teach_body(max_images: int, min_per_class: int, max_classes: int, max_name: int) -> dict:

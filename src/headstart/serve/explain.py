@@ -7,12 +7,12 @@ import io
 import json
 import threading
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from .refusals import refusals
-from .uploads import decode_upload
+from .contract import explain_body, read_form, responses
+from .uploads import Rejection, decode_upload
 
 _PNG = {200: {"description": "the picture: the image as the model sees it, then one heat map per target "
                              "(header X-Headstart-Explain: the targets, scores and peaks as JSON)",
@@ -36,14 +36,24 @@ def explain_router(models, settings) -> APIRouter:
         return buf.getvalue(), row.to_dict()
 
     @router.post("/v1/explain", summary="A heat map of where in the image the prediction comes from",
-                 response_class=Response, responses={**_PNG, **refusals(400, 401, 404, 408, 409, 413, 415, 422)})
-    async def explain_image(image: UploadFile = File(..., description="one image file"),
+                 response_class=Response, openapi_extra=explain_body(),
+                 responses={**_PNG, **responses(403, 404, 409, 415, 422, token=bool(settings.token))})
+    async def explain_image(request: Request,
                             target: list[str] = Query([], alias="class",
                                                       description="also explain this class (repeatable)"),
                             model: str | None = Query(None, description="model id (default: the served model)")
                             ) -> Response:
         m = models.get(model)
-        png, info = await run_in_threadpool(explain_one, m.clf, await image.read(), image.filename, target)
+        known = list(getattr(m.clf.task_, "labels", []) or [])
+        unknown = [t for t in target if known and t not in known]
+        if unknown:  # a class the model does not have is a target not found, like an unknown model id
+            raise Rejection(404, f"this model has no class {unknown[0]!r}; its classes are {known[:20]}.")
+        files, _ = await read_form(request, files={"image": 1}, fields={})
+        if not files["image"]:
+            raise Rejection(422, "no image in the request: send one multipart file part named 'image' "
+                                 "(e.g. curl -F image=@photo.jpg).")
+        (name, data), = files["image"]
+        png, info = await run_in_threadpool(explain_one, m.clf, data, name, target)
         info.pop("png", None)
         return Response(png, media_type="image/png", headers={"X-Headstart-Explain": json.dumps(info["maps"])})
 

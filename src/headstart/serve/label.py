@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from .refusals import refusals
+from .contract import predict_body, read_form, responses
 from .uploads import Rejection, decode_upload
 
 
@@ -38,15 +38,17 @@ def label_router(settings) -> APIRouter:
         return [{"file": n or f"image {i + 1}", "label": t[0]["label"], "probability": t[0]["probability"],
                  "top": t} for i, (n, t) in enumerate(zip(names, tops))]
 
-    @router.post("/v1/label", summary="The backbone's own ImageNet classes for images (multipart field 'images')",
-                 responses=refusals(400, 401, 408, 413, 415, 422))
-    async def label_images(images: list[UploadFile] = File(..., description="one or more image files"),
+    @router.post("/v1/label", summary="The backbone's own ImageNet classes for images (multipart file parts 'images')",
+                 openapi_extra=predict_body(settings.max_images),
+                 responses=responses(403, 415, 422, token=bool(settings.token)))
+    async def label_images(request: Request,
                            top_k: int = Query(5, ge=1, le=1000, description="how many classes per image")) -> dict:
-        if len(images) > settings.max_images:
-            raise Rejection(413, f"{len(images)} images in one request; this server takes at most "
-                                 f"{settings.max_images} (--max-images): split them over several requests.")
-        datas = [await f.read() for f in images]
-        rows = await run_in_threadpool(label, datas, [f.filename for f in images], top_k)
+        files, _ = await read_form(request, files={"images": settings.max_images}, fields={})
+        uploads = files["images"]
+        if not uploads:
+            raise Rejection(422, "no images in the request: send one or more multipart file parts named 'images' "
+                                 "(e.g. curl -F images=@photo.jpg).")
+        rows = await run_in_threadpool(label, [d for _, d in uploads], [n for n, _ in uploads], top_k)
         return {"backbone": backbone().name, "classes": "ImageNet-1k", "predictions": rows}
 
     return router

@@ -9,23 +9,21 @@ import asyncio
 import json
 import threading
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from .contract import responses
 from .uploads import Rejection
 
 MAX_TEXTS = 256
 MAX_CHARS = 10_000
 
-ERRORS = {401: {"description": "a token is needed and was missing or wrong"},
-          409: {"description": "the served model is not a text model"},
-          413: {"description": "too many texts, or a text too long, in one request"},
-          422: {"description": "the body is not {\"texts\": [...]} with non-empty strings"}}
-
-
 class TextRequest(BaseModel):
-    texts: list[str] = Field(..., description="one or more texts to classify", examples=[["Who wrote Hamlet ?"]])
+    texts: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHARS, pattern=r"\S")]] = Field(
+        ..., min_length=1, max_length=MAX_TEXTS, description=f"1 to {MAX_TEXTS} texts to classify, each with at least "
+        f"one word and at most {MAX_CHARS} characters", examples=[["Who wrote Hamlet ?"]])
     top_k: int = Field(3, ge=1, le=20, description="labels shown per text")
 
 
@@ -55,7 +53,8 @@ def text_router(settings) -> APIRouter:
                                  "on texts (headstart train texts.csv --out MODEL_DIR; headstart serve MODEL_DIR).")
         return clf
 
-    @router.get("/model", summary="The text model's task, labels, network and metrics", responses=ERRORS)
+    @router.get("/model", summary="The text model's task, labels, network and metrics",
+                responses=responses(409, token=bool(settings.token)))
     def model_info() -> dict:
         c = served()
         metrics = {k: {kk: vv for kk, vv in v.items() if kk not in ("worst", "values")}
@@ -64,7 +63,7 @@ def text_router(settings) -> APIRouter:
                 "network": c.network_.config.to_dict(), "vocabulary": len(c.vocabulary_), "metrics": metrics,
                 "limits": {"max_texts": MAX_TEXTS, "max_chars": MAX_CHARS}}
 
-    @router.post("/predict", summary="Classify texts", responses=ERRORS)
+    @router.post("/predict", summary="Classify texts", responses=responses(403, 409, 422, token=bool(settings.token)))
     async def predict(body: TextRequest) -> dict:
         c = served()
         if not body.texts or len(body.texts) > MAX_TEXTS:
