@@ -153,7 +153,7 @@ def _decode(reader, p, batch_size: int, batches: queue.Queue, stop: threading.Ev
 
 def _predicted(clf, times, arrays, engine) -> list[dict]:
     rows = clf.predict_inputs(np.stack(arrays), top_k=1, engine=engine)
-    return [{"time": t, **{k: v for k, v in r.items() if k != "top"}} for t, r in zip(times, rows)]
+    return [{"time": t, **{k: v for k, v in r.items() if k not in ("top", "threshold")}} for t, r in zip(times, rows)]
 
 
 def frame_labels(task, row: dict, min_confidence: float) -> dict[str, float]:
