@@ -26,7 +26,7 @@ def test_plain_mistakes_with_the_model_argument_are_named(tmp_path, make, says):
 
 def test_an_exported_file_is_named_as_one(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
-    with pytest.raises(HeadstartError, match="exported models, for ONNX Runtime"):
+    with pytest.raises(HeadstartError, match="an exported model, for ONNX Runtime"):
         check_model_arg(str(tmp_path / "model.onnx"), USAGE)
 
 

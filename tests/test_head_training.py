@@ -96,3 +96,16 @@ def test_the_worst_predicted_are_errors_even_when_correct_images_score_lower():
     scores = np.array([[0.34, 0.33, 0.33]] * 10 + [[0.40, 0.60, 0.0], [0.45, 0.55, 0.0], [0.42, 0.0, 0.58]])
     worst = task.worst(scores, ["a"] * 13, [f"f{i}" for i in range(13)], n=10)
     assert [w["file"] for w in worst] == ["f10", "f12", "f11"]  # every error, the least likely truth first
+
+
+def test_the_log_says_which_epoch_was_kept_and_why():
+    from headstart.estimator.frozen import kept_epoch
+    from headstart.training.head import FitResult
+
+    rows = [{"val_score": s} for s in (0.80, 0.90, 0.85)]
+    assert kept_epoch(FitResult(None, HeadConfig(), rows, 0.90, 2), 3, 400) == \
+        "epoch 2 of 3 kept: better on validation than the last (0.8500)"
+    assert kept_epoch(FitResult(None, HeadConfig(), rows, 0.85, 3), 3, 27) == \
+        "last epoch kept: epoch 2 scored 0.9000, within the noise of 27 validation images"
+    rows[-1]["val_score"] = 0.95
+    assert kept_epoch(FitResult(None, HeadConfig(), rows, 0.95, 3), 3, 27) == "last epoch (3) kept, the best on validation"

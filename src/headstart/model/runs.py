@@ -38,15 +38,15 @@ class Run:
     def figures(self) -> dict:
         """The run's headline figures: when, on what, how long, validation and test."""
         c, m = self.config, self.config.get("metrics", {})
-        val, test = m.get("validation", {}), m.get("test", {})
+        val, test, training = m.get("validation", {}), m.get("test", {}), c.get("training", {})
         main = next((k for k in ("accuracy", "mean_average_precision", "r2", "mae") if k in test), None)
+        counts = training.get("counts")  # label -> split -> images
         return {"created": str(c.get("created", ""))[:16].replace("T", " "),
                 "task": c.get("task", {}).get("name", "?"), "backbone": _backbone(c.get("backbone")),
-                "images": sum(sum(v.values()) for v in c.get("training", {}).get("counts", {}).values())
-                if isinstance(c.get("training", {}).get("counts"), dict) else "",
+                "images": sum(sum(v.values()) for v in counts.values()) if isinstance(counts, dict) else "",
                 "epochs": _epochs(c, val), "validation": _num(val.get("score")),
                 "test": f"{main} {_num(test[main])}" if main else "",
-                "seconds": _num(c.get("training", {}).get("seconds"), ".0f")}
+                "seconds": _num(training.get("seconds"), ".0f")}
 
     @property
     def settings(self) -> dict:
