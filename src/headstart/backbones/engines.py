@@ -1,5 +1,6 @@
-"""Run a frozen backbone for inference: ONNX Runtime when available (several times faster than
-eager PyTorch on a CPU; docs/benchmarks.md), PyTorch otherwise, CUDA when present.
+"""Run a frozen backbone for inference: OpenVINO when installed, else ONNX Runtime (both
+several times faster than eager PyTorch on a CPU; docs/benchmarks.md), PyTorch otherwise, CUDA
+when present.
 
 The ONNX file is exported once per backbone and kept in the cache folder, written atomically.
 """
@@ -98,14 +99,68 @@ def _export_once(model: nn.Module, key: str, input_shape: tuple[int, int, int]) 
     return path
 
 
+ENGINE_NAMES = ("auto", "openvino", "onnxruntime", "torch")
+PRECISION_ENV = "HEADSTART_PRECISION"  # "f32" (default) or "bf16": OpenVINO's inference precision
+
+
+def openvino_precision() -> str:
+    """The precision OpenVINO runs at: f32 unless ``$HEADSTART_PRECISION`` says bf16."""
+    from .openvino_engine import PRECISIONS
+
+    value = os.environ.get(PRECISION_ENV, "f32").strip().lower() or "f32"
+    if value not in PRECISIONS:
+        raise ValueError(f"{PRECISION_ENV}={value!r} is not a precision; use one of {', '.join(PRECISIONS)} "
+                         f"(or unset it for f32)")
+    return value
+
+
+def resolve(prefer: str = "auto") -> str:
+    """The engine ``prefer`` means on this machine, without opening it: "auto" is torch on a GPU,
+    else OpenVINO when installed, else ONNX Runtime when installed, else torch."""
+    if prefer not in ENGINE_NAMES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {prefer!r}")
+    if prefer != "auto":
+        return prefer
+    if torch.cuda.is_available():
+        return "torch"
+    from .openvino_engine import available
+
+    if available():
+        return "openvino"
+    import importlib.util
+
+    return "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
+def features_key(cache_key: str, prefer: str = "auto") -> str:
+    """The feature-cache key of a backbone's features from engine ``prefer``: ``cache_key``
+    itself for f32 (OpenVINO, ONNX Runtime and PyTorch agree to ~1e-5, below what a head can
+    tell), with the precision added where it differs (bf16 features are not f32 features)."""
+    if resolve(prefer) == "openvino" and openvino_precision() != "f32":
+        return f"{cache_key}|{openvino_precision()}"
+    return cache_key
+
+
 def make_engine(model: nn.Module, key: str, input_shape: tuple[int, int, int], prefer: str = "auto",
                 threads: int | None = None, spin: bool = True):
-    """``prefer``: "auto" (CUDA torch if a GPU is present, else ONNX Runtime, else torch),
-    "onnxruntime" or "torch". ``threads`` and ``spin`` set up ONNX Runtime (``OnnxEngine``)."""
-    if prefer not in ("auto", "onnxruntime", "torch"):
-        raise ValueError(f"engine must be auto, onnxruntime or torch, got {prefer!r}")
-    if prefer == "torch" or (prefer == "auto" and torch.cuda.is_available()):
+    """``prefer``: "auto" (see ``resolve``), "openvino", "onnxruntime" or "torch". ``threads``
+    sets up ONNX Runtime and OpenVINO (threads per call; fewer than the cores lets several
+    callers run at once), ``spin`` ONNX Runtime alone. OpenVINO refusing the model (or missing,
+    under "auto") falls back to ONNX Runtime with a one-line warning."""
+    engine = resolve(prefer)
+    if engine == "torch":
         return TorchEngine(model)
+    if engine == "openvino":
+        try:
+            from .openvino_engine import OpenVinoEngine
+
+            return OpenVinoEngine(_export_once(model, key, input_shape), threads, openvino_precision())
+        except ImportError:
+            if prefer == "openvino":
+                raise ImportError("engine 'openvino' needs the openvino package: pip install openvino") from None
+        except RuntimeError as e:  # OpenVINO could not read or compile this model
+            warnings.warn(f"OpenVINO refused the model ({str(e).splitlines()[0][:200]}); "
+                          "running it with ONNX Runtime instead", RuntimeWarning, stacklevel=2)
     try:
         return OnnxEngine(model, key, input_shape, threads, spin)
     except ImportError:

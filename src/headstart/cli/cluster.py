@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import HeadstartError
+from .common import ENGINES
 
 
 def add_arguments(p: argparse.ArgumentParser, train: bool = False) -> None:
@@ -113,7 +114,7 @@ def register(sub) -> None:
                    help="put the Parquet shards in DIR (from --out, e.g. copied off a cluster) into this cache")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"see `headstart backbones` (default {DEFAULT_BACKBONE})")
     p.add_argument("--weights", help="local weights file for a timm backbone")
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto")
+    p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--quiet", action="store_true")
     add_arguments(p)
     p.set_defaults(run=cmd_embed)

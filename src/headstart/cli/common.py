@@ -6,7 +6,7 @@ import argparse
 import json
 
 TASK_NAMES = ["binary", "multiclass", "multilabel", "continuous", "count"]  # = tasks.TASKS (that imports torch)
-ENGINES = ["auto", "onnxruntime", "torch"]
+ENGINES = ["auto", "openvino", "onnxruntime", "torch"]
 
 
 def add_data_fractions(p: argparse.ArgumentParser) -> None:

@@ -32,9 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-flip", action="store_true", help="scratch CNNs: no random horizontal flips (digits, text)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the head and of a scratch CNN (default 0)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="what runs the backbone: auto (PyTorch on a GPU, else ONNX Runtime where installed, else "
-                        "PyTorch; default), "
-                        "onnxruntime or torch")
+                   help="what runs the backbone: auto (PyTorch on a GPU, else OpenVINO, else ONNX Runtime, "
+                        "whichever is installed first; default), openvino, onnxruntime or torch")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--json", metavar="FILE", help="write validation and test metrics as JSON")
     p.add_argument("--tensorboard", metavar="LOGDIR", help="also log the run's epochs and figures for TensorBoard "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import HeadstartError
 
-ENGINES = ("auto", "onnxruntime", "torch")
+ENGINES = ("auto", "openvino", "onnxruntime", "torch")
 RESIZE_MODES = ("crop", "pad", "stretch")  # = data.transforms.RESIZE_MODES (that module imports PIL)
 DEFAULT_INPUT_SIZE = 64  # px, for scratch CNNs on folders (arrays: their own size up to this)
 

@@ -99,7 +99,7 @@ def load_batches(paths: Sequence[Path], p: Preprocess, batch_size: int,
 def embed_in_lanes(paths: Sequence[Path], p: Preprocess, batch_size: int, run: Callable[[np.ndarray], np.ndarray],
                    lanes: int) -> Iterator[tuple[list[int], np.ndarray, list[Failure]]]:
     """Features batch by batch, in order: each of ``lanes`` threads decodes a batch and runs it
-    through ``run`` (a one-thread ONNX Runtime session, safe to call from every lane at once).
+    through ``run`` (one-thread ONNX Runtime or OpenVINO, safe to call from every lane at once).
 
     One lane per core does the whole work of its batch, so no core waits for another (faster
     than decoding threads feeding one multi-thread session: benchmarks/predict_speed.py).
@@ -123,10 +123,10 @@ def embed_in_lanes(paths: Sequence[Path], p: Preprocess, batch_size: int, run: C
 def lanes_for(engine: str) -> int:
     """How many one-thread lanes extraction runs with ``engine`` on this machine (0: one
     multi-thread engine fed by decoding threads, as on a GPU or with PyTorch)."""
-    import torch
+    from ..backbones.engines import resolve
 
     cores = os.cpu_count() or 1
-    if engine == "torch" or (engine == "auto" and torch.cuda.is_available()) or cores < 2:
+    if resolve(engine) == "torch" or cores < 2:
         return 0
     return min(cores, MAX_LANES)
 
@@ -144,7 +144,9 @@ def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[st
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
     out = np.full((len(paths), backbone.feature_dim), np.nan, dtype=np.float32)
-    key = backbone.cache_key
+    from ..backbones.engines import features_key, resolve
+
+    key = features_key(backbone.cache_key, engine)
     todo = list(range(len(paths)))
     n_cached = 0
     if cache is not None and digests is not None:
@@ -160,7 +162,7 @@ def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[st
         lanes = lanes_for(engine)
         todo_paths = [paths[i] for i in todo]
         if lanes:
-            run = backbone.engine(prefer="onnxruntime", threads=1, spin=False)
+            run = backbone.engine(prefer=resolve(engine), threads=1, spin=False)
             batches = embed_in_lanes(todo_paths, p, min(batch_size, LANE_BATCH), run, lanes)
         else:
             run = backbone.engine(prefer=engine)

@@ -194,6 +194,13 @@ class _Embedder:
                 "reason": batch["reason"], "detail": batch["detail"], "vector": vectors}
 
 
+def _key(backbone, engine: str) -> str:
+    """The feature-cache key of ``backbone``'s features from ``engine`` (as in extract_features)."""
+    from ..backbones.engines import features_key
+
+    return features_key(backbone.cache_key, engine)
+
+
 # ---- the driver --------------------------------------------------------------------------------
 
 @dataclass
@@ -218,7 +225,7 @@ def ray_batches(backbone, paths: Sequence[str | Path], *, config: RayConfig = Ra
     _quiet_ray_data()
     # Large objects by reference, held here while the job runs: a restarted actor finds them
     weights = ray.put(backbone.cpu().eval())
-    known = ray.put(_cached_digests(cache, backbone.cache_key) if cache is not None else np.array([], "S32"))
+    known = ray.put(_cached_digests(cache, _key(backbone, engine)) if cache is not None else np.array([], "S32"))
     items = [{"index": i, "path": str(p)} for i, p in enumerate(paths)]
     n_blocks = -(-len(items) // config.batch_size)  # about one batch per block: every actor gets work
     ctx = ray.data.DataContext.get_current()
@@ -267,7 +274,7 @@ def ray_extract(backbone, paths: Sequence[str | Path], *, config: RayConfig = Ra
     """
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
-    key = backbone.cache_key
+    key = _key(backbone, engine)
     feats = np.full((len(paths), backbone.feature_dim if keep_features else 0), np.nan, np.float32)
     digests = [""] * len(paths)
     failures: list[Failure] = []
@@ -307,7 +314,7 @@ def ray_feature_batches(backbone, paths: Sequence[str | Path], *, config: RayCon
     (hashing included): ``(indices, features of the readable ones (n, D), failures)`` with
     ``Failure.index`` into ``paths``; new vectors go into ``cache``. Memory stays flat."""
     paths = [Path(p) for p in paths]
-    key = backbone.cache_key
+    key = _key(backbone, engine)
     digests = [""] * len(paths)
     for b in ray_batches(backbone, paths, config=config, cache=cache, engine=engine, progress=progress,
                          in_order=True):
