@@ -1,6 +1,6 @@
 """The baseline every speed ratio divides by: the bare backbone on arrays already in memory.
 
-ONNX Runtime can use the cores two ways, and which is faster depends on the machine and on
+ONNX Runtime and OpenVINO (one stream per lane) can use the cores two ways, and which is faster depends on the machine and on
 what else runs on it (on 2 shared cores the lanes won by up to 2x, measured here):
 
 - one session with a thread per core (its default, threads spin-waiting between operators);
@@ -33,11 +33,11 @@ def bare_rates(backbone, x: np.ndarray, seconds: float = 5.0, engine: str = "aut
     one = make_engine(backbone, backbone.cache_key, shape, prefer=engine)
     ways = {f"{one.name}, one session": (lambda: one(x), 1)}
     lanes = os.cpu_count() or 1
-    if one.name == "onnxruntime" and lanes > 1:
-        lane = make_engine(backbone, backbone.cache_key, shape, prefer="onnxruntime", threads=1, spin=False)
-        ways[f"onnxruntime, {lanes} one-thread lanes"] = (lambda: lane(x), lanes)
+    if one.name in ("onnxruntime", "openvino") and lanes > 1:
+        lane = make_engine(backbone, backbone.cache_key, shape, prefer=one.name, threads=1, spin=False)
+        ways[f"{one.name}, {lanes} one-thread lanes"] = (lambda: lane(x), lanes)
         if len(x) > LANE_BATCH:
-            ways[f"onnxruntime, {lanes} one-thread lanes, {LANE_BATCH} images per call"] = (
+            ways[f"{one.name}, {lanes} one-thread lanes, {LANE_BATCH} images per call"] = (
                 lambda: [lane(x[i:i + LANE_BATCH]) for i in range(0, len(x), LANE_BATCH)], lanes)
     return {name: _timed(call, len(x), seconds, threads) for name, (call, threads) in ways.items()
             if only is None or name == only}

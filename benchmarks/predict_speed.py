@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--model", help="model folder (default: untrained head on the embedded backbone)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help=f"JPEG folder (default {DEFAULT_DATA})")
     ap.add_argument("--n", type=int, default=128, help="images per measurement (default 128)")
-    ap.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch"])
+    ap.add_argument("--engine", default="auto", choices=["auto", "openvino", "onnxruntime", "torch"])
     ap.add_argument("--seconds", type=float, default=1.5,
                     help="seconds per bare-backbone timing (default 1.5, about as long as a prediction pass)")
     ap.add_argument("--rounds", type=int, default=7,

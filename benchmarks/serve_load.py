@@ -93,12 +93,13 @@ class Backbone:
     """The engine alone on preprocessed batches of 32 (what the server runs), measured on demand
     the two ways ONNX Runtime can use the cores (bare.py); the faster one is the baseline."""
 
-    def __init__(self, images: list[bytes]):
+    def __init__(self, images: list[bytes], engine: str = "auto"):
         from headstart.backbones import create_backbone
         from headstart.data.images import open_image
         from headstart.data.transforms import preprocess
 
         self.bb = create_backbone("efficientnet_lite0")
+        self.engine = engine
         p = self.bb.preprocess
         self.x = np.stack([preprocess(open_image(images[i % len(images)]), p) for i in range(32)])  # (32, C, H, W)
 
@@ -106,7 +107,7 @@ class Backbone:
         """Images/s and CPU ms per image of the faster way, over about ``seconds`` in all."""
         from bare import bare_rates, best
 
-        rates = bare_rates(self.bb, self.x, seconds / 2)
+        rates = bare_rates(self.bb, self.x, seconds / 2, engine=self.engine)
         name, img_s = best(rates)
         return img_s, rates[name]["cpu_ms"]
 
@@ -350,6 +351,8 @@ def main() -> int:
     ap.add_argument("--tiny", type=int, default=3000, help="tiny requests in the fault run (default 3,000)")
     ap.add_argument("--model", help="model folder (default: train a small one on generated images)")
     ap.add_argument("--no-faults", action="store_true")
+    ap.add_argument("--engine", default="auto", choices=["auto", "openvino", "onnxruntime", "torch"],
+                    help="what runs the backbone, in the server and in the bare baseline (default auto)")
     ap.add_argument("--serve-args", default="", help="extra options for headstart serve, e.g. '--batch-wait-ms 2'")
     args = ap.parse_args()
 
@@ -360,13 +363,13 @@ def main() -> int:
     t0 = time.perf_counter()
     model = Path(args.model) if args.model else train_model(work)
     print(f"model: {'given' if args.model else f'trained on 24 generated JPEGs in {time.perf_counter() - t0:.0f} s'}")
-    backbone = Backbone(images)
+    backbone = Backbone(images, args.engine)
     base, base_cpu = backbone.throughput(15)
     print(f"bare backbone (engine only, batch 32): {base:.1f} images/s, {base_cpu:.1f} CPU ms per image\n")
 
     port = free_port()
     url = f"http://{HOST}:{port}"
-    server = start_server(model, port, work / "server.log", args.serve_args.split())
+    server = start_server(model, port, work / "server.log", ["--engine", args.engine, *args.serve_args.split()])
     requests = [request_bytes(im, f"{i}.jpg", port) for i, im in enumerate(images)]
     try:
         print(f"{'concurrency':>11} {'requests':>9} {'errors':>7} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "

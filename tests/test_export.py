@@ -116,3 +116,29 @@ def test_min_accuracy_without_a_recorded_test_accuracy(trained_model, tmp_path):
 def test_quantize_needs_onnx(trained_model, tmp_path):
     with pytest.raises(HeadstartError, match="--quantize int8 works with --format onnx"):
         ex.export_model(trained_model[0], "torchscript", tmp_path / "m.pt", quantize="int8")
+
+
+def test_openvino_export_matches_pytorch_and_carries_metadata(trained_model, check_batch, tmp_path, capsys):
+    ov = pytest.importorskip("openvino")
+    model_dir, _ = trained_model
+    out = tmp_path / "ir" / "m.xml"
+    assert main(["export", str(model_dir), "--format", "openvino", "--out", str(out)]) == 0
+    assert "PyTorch vs openvino" in capsys.readouterr().out
+    assert out.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.bin", "m.xml"]  # no temporary left behind
+    compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.asarray(compiled(check_batch)[0])
+    ref, clf = _reference(model_dir, check_batch)
+    assert got.shape == (len(check_batch), len(clf.classes_))
+    assert np.abs(got - ref).max() <= 1e-4
+    meta = ex.read_metadata(out)
+    assert json.loads(meta["headstart.labels"]) == ["cat", "dog", "fish"]
+    assert json.loads(meta["headstart.task"])["name"] == "multiclass"
+
+
+def test_failing_openvino_parity_writes_nothing(trained_model, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(ex, "_run_openvino", lambda xml, x: np.full((len(x), 3), 0.5, np.float32))
+    with pytest.raises(HeadstartError, match="disagrees with PyTorch"):
+        ex.export_model(trained_model[0], "openvino", tmp_path / "m.xml", log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []

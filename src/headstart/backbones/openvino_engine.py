@@ -82,9 +82,13 @@ _CORE = None
 
 
 def _core():
+    """The process's ``openvino.Core`` (callers hold ``OpenVinoEngine._lock``)."""
     global _CORE
     if _CORE is None:
         import openvino as ov
 
+        # The bindings set up their NumPy interface on first use, and two threads getting there at
+        # once deadlock (pybind11's once-guard vs the GIL; seen with two extraction lanes): do it here.
+        ov.Tensor(np.zeros(1, np.float32)).data.sum()
         _CORE = ov.Core()
     return _CORE

@@ -1,4 +1,4 @@
-"""``headstart export MODEL_DIR --format onnx|torchscript``: one self-checking file.
+"""``headstart export MODEL_DIR --format onnx|torchscript|openvino``: one self-checking file.
 
 Heavy imports (torch, onnx) happen inside the command so ``--help`` stays instant.
 """
@@ -12,9 +12,10 @@ from .common import examples
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `headstart train`")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
-                   help="onnx (ONNX Runtime, any language) or torchscript (torch.jit.load); default onnx")
-    p.add_argument("--out", metavar="FILE", help="the file to write (default MODEL_DIR/model.onnx or model.pt)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "openvino"], default="onnx",
+                   help="onnx (ONNX Runtime, any language), torchscript (torch.jit.load) or openvino (OpenVINO IR: "
+                        "model.xml with its weights in model.bin beside it); default onnx")
+    p.add_argument("--out", metavar="FILE", help="the file to write (default MODEL_DIR/model.onnx, model.pt or model.xml)")
     p.add_argument("--min-accuracy", type=float, metavar="X",
                    help="refuse to export unless the model's recorded test accuracy is at least X (e.g. 0.9)")
     p.add_argument("--quantize", choices=["int8"],
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         return _export_text(args)
     from .arguments import check_model_arg
 
-    check_model_arg(args.model, "headstart export MODEL_DIR [--format onnx|torchscript]")
+    check_model_arg(args.model, "headstart export MODEL_DIR [--format onnx|torchscript|openvino]")
     r = export_model(args.model, args.format, args.out, min_accuracy=args.min_accuracy, quantize=args.quantize)
     q = r.quantized
     print(f"exported {r.format} to {r.path}  (parity {r.max_abs_diff:.2e} on {r.n_check_images} images, "
@@ -45,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
 def _export_text(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..errors import HeadstartError
     from ..model.folder import load_model
     from ..model.text import export_text_model
 
     if args.quantize or args.min_accuracy is not None:
-        from ..errors import HeadstartError
-
         raise HeadstartError("--quantize and --min-accuracy apply to image models; a text model exports as it is.")
+    if args.format == "openvino":
+        raise HeadstartError("a text model exports to onnx or torchscript; OpenVINO reads the .onnx file: "
+                             "headstart export MODEL_DIR --format onnx")
     saved = load_model(args.model)
     out = args.out or str(Path(args.model) / ("model.onnx" if args.format == "onnx" else "model.pt"))
     diff = export_text_model(saved, args.format, out, ["what is the capital of france ?", "a fine film", "x"])
@@ -60,9 +63,11 @@ def _export_text(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model folder to ONNX or TorchScript, checked against PyTorch",
+    p = sub.add_parser("export", help="export a model folder to ONNX, TorchScript or OpenVINO IR, checked against "
+                                      "PyTorch",
                        **examples("headstart export model/                      # model/model.onnx",
                                   "headstart export model/ --format torchscript --out model.pt",
+                                  "headstart export model/ --format openvino       # model/model.xml + .bin",
                                   "headstart export model/ --quantize int8"))
     add_arguments(p)
     p.set_defaults(run=run)

@@ -1,4 +1,5 @@
-"""Export a model folder as one self-checking file: ONNX or TorchScript.
+"""Export a model folder as one self-checking file: ONNX, TorchScript, or OpenVINO IR (an
+``.xml`` graph beside its ``.bin`` weights).
 
 The exported graph is the whole predictor: preprocessed images (B, C, H, W) in, the task's
 probabilities (B, n_classes) out (backbone + head + softmax, or sigmoid for binary). Labels,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -33,7 +35,7 @@ from ..errors import HeadstartError
 from ..paths import atomic_path
 from .folder import SavedModel, load_model
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 TOLERANCE = 1e-4          # largest allowed |p_torch - p_export| on any probability
 N_CHECK_IMAGES = 16       # real images used for the parity check
 N_CALIBRATION = 64        # training images used to calibrate static int8 quantization
@@ -128,13 +130,8 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     meta = metadata(saved)
     shape = tuple(x.shape[1:])
     result = ExportResult(out, fmt, float("nan"), len(x), source, 0.0)
-    with atomic_path(out) as tmp:
-        if fmt == "onnx":
-            _write_onnx(model, tmp, shape, meta)
-            got = _run_onnx(tmp, x)
-        else:
-            _write_torchscript(model, tmp, x[:2], meta)
-            got = _run_torchscript(tmp, x)
+
+    def check(got: np.ndarray) -> None:
         result.max_abs_diff = float(np.abs(got - reference).max())
         log(f"parity on {len(x)} {source}: largest |probability difference| PyTorch vs {fmt} = "
             f"{result.max_abs_diff:.2e} (limit {tolerance:.0e})")
@@ -143,8 +140,19 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
                 f"the {fmt} export disagrees with PyTorch: largest probability difference "
                 f"{result.max_abs_diff:.3e} > {tolerance:.0e}; nothing was written to {str(out)!r}. "
                 "Report this with the model folder; try the other --format meanwhile.")
-        if quantize:
-            result.quantized = _quantize_int8(saved, tmp, x, reference, log)
+
+    if fmt == "openvino":
+        _export_openvino(model, out, shape, meta, lambda xml: check(_run_openvino(xml, x)))
+    else:
+        with atomic_path(out) as tmp:
+            if fmt == "onnx":
+                _write_onnx(model, tmp, shape, meta)
+                check(_run_onnx(tmp, x))
+            else:
+                _write_torchscript(model, tmp, x[:2], meta)
+                check(_run_torchscript(tmp, x))
+            if quantize:
+                result.quantized = _quantize_int8(saved, tmp, x, reference, log)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -254,9 +262,39 @@ def _run_torchscript(path: Path, x: np.ndarray) -> np.ndarray:
         return m(torch.from_numpy(x)).numpy()
 
 
+def _export_openvino(model: nn.Module, out: Path, shape, meta: dict[str, str], check) -> None:
+    """ONNX -> OpenVINO IR (f32 weights: the parity limit is an f32 one), checked by ``check(xml)``
+    in a temporary folder beside ``out``, then moved into place weights first, graph last."""
+    import openvino as ov
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as d:
+        onnx_path, xml = Path(d) / "m.onnx", Path(d) / "m.xml"
+        _write_onnx(model, onnx_path, shape, meta)
+        ir = ov.convert_model(str(onnx_path))
+        for k, v in meta.items():
+            ir.set_rt_info(v, ["headstart", k])
+        ov.save_model(ir, str(xml), compress_to_fp16=False)
+        check(xml)
+        os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))
+        os.replace(xml, out)
+
+
+def _run_openvino(xml: Path, x: np.ndarray) -> np.ndarray:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.asarray(compiled(x)[0])
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The headstart metadata of an exported ``.onnx`` or ``.pt`` file."""
+    """The headstart metadata of an exported ``.onnx``, ``.pt`` or OpenVINO ``.xml`` file."""
     path = Path(path)
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        info = ov.Core().read_model(str(path)).get_rt_info()["headstart"]
+        return {k: info[k].astype(str) for k in info.keys()} if hasattr(info, "keys") else dict(info)
     if path.suffix == ".onnx":
         import onnx
 
