@@ -95,18 +95,29 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8, help="seconds per speed timing (default 8)")
     ap.add_argument("--no-accuracy", action="store_true", help="speed only")
     ap.add_argument("--no-speed", action="store_true", help="accuracy only")
+    ap.add_argument("--save-int8", metavar="XML", help="also keep the int8 backbone there (OpenVINO IR)")
+    ap.add_argument("--int8", metavar="XML", help="use this int8 backbone (from --save-int8) instead of quantising")
     args = ap.parse_args()
     os.environ.pop("HEADSTART_PRECISION", None)  # f32 is the baseline
 
     from headstart.backbones import create_backbone
+    from headstart.backbones.engines import _export_once
     from headstart.data.read import read_dataset
 
     print(f"{os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} at start")
     backbone = create_backbone()
     train = [s.path for s in read_dataset(args.data).subset("train")]
     with tempfile.TemporaryDirectory() as d:
-        onnx_path, xml, nncf_s = quantize(backbone, train, args.calibration, Path(d))
-        print(f"NNCF int8 calibrated on {min(args.calibration, len(train))} training images in {nncf_s:.0f} s")
+        if args.int8:
+            onnx_path, xml = _export_once(backbone, backbone.cache_key, backbone.input_shape), Path(args.int8)
+            print(f"int8 backbone from {xml}")
+        else:
+            onnx_path, xml, nncf_s = quantize(backbone, train, args.calibration, Path(d))
+            print(f"NNCF int8 calibrated on {min(args.calibration, len(train))} training images in {nncf_s:.0f} s")
+            if args.save_int8:
+                import openvino as ov
+
+                ov.save_model(ov.Core().read_model(str(xml)), args.save_int8)
         if not args.no_speed:
             for name, rate in speeds(backbone, onnx_path, xml, args.seconds).items():
                 print(f"bare backbone, batch 32, {name}: {rate:.1f} img/s")
