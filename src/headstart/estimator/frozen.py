@@ -31,7 +31,7 @@ def fit_frozen(est, dataset, backbone, features, log, t0: float, select: bool = 
     task, task_info = fit_task(est, dataset, list(y[tr]), log)
     check_known(task, list(y[va]) + [s.label for s in test_s])
     config = HeadConfig(kind=est.head, seed=est.seed, epochs=est.epochs)
-    extract = _Extractor(features, log, est.use_cache)
+    extract = _Extractor(features, log, est.use_cache, est.engine)
     score = _scorer(est, task, config, y, tr, va)
     if select:
         from .selection import Selection, candidates, median_short_side
@@ -71,8 +71,8 @@ def fit_frozen(est, dataset, backbone, features, log, t0: float, select: bool = 
 class _Extractor:
     """Features of samples for any backbone (NaN rows where a file fails; each failure logged once)."""
 
-    def __init__(self, features, log, use_cache: bool = True):
-        self.features, self.log, self.use_cache = features, log, use_cache
+    def __init__(self, features, log, use_cache: bool = True, engine: str = "auto"):
+        self.features, self.log, self.use_cache, self.engine = features, log, use_cache, engine
         self.failures: dict[str, dict] = {}
 
     def __call__(self, backbone, samples) -> np.ndarray:
@@ -103,7 +103,7 @@ class _Extractor:
 
     def measure_speed(self, backbone, n: int = 16) -> float:
         """Images per second of ``backbone`` on ``n`` blank inputs (when every feature was cached)."""
-        run = backbone.engine()
+        run = backbone.engine(prefer=self.engine)
         x = np.zeros((n, *backbone.input_shape), np.float32)
         run(x[:2])  # the first call builds the session
         t = time.perf_counter()
