@@ -94,11 +94,13 @@ class Selection:
                  test: list = ()):
         self.cands, self.extract, self.score, self.log = cands, extract, score, log
         self.budget, self.n_images, self.test = budget, n_images, list(test)
+        self.n_val = 0  # validation images, for the noise of a score
         self.speed = None  # Lite0-224-equivalent images per second, measured on the first extraction
         self.trials: list[dict] = []
 
     def run(self, samples) -> Choice:
         t0 = time.perf_counter()
+        self.n_val = sum(s.split == "val" for s in samples)
         best = None
         for i, cand in enumerate(self.cands):
             backbone = cand.create()
@@ -136,7 +138,7 @@ class Selection:
             row = self._row(cand, stages, "tried", seconds + time.perf_counter() - t, "", fit.val_score)
             self.trials.append(row)
             self.log(f"  tried {row['name']}: validation {fit.val_score:.4f} ({row['seconds']:.1f} s)")
-            if best is None or _better(fit.val_score, best[0]):
+            if best is None or _better(fit.val_score, best[0], self.n_val):
                 chosen = backbone if stages is None else cand.create(stages)
                 best = (fit.val_score, row, chosen, fit, np.ascontiguousarray(feats[:, cols]))
             seconds = 0.0  # the extraction counts once
@@ -169,9 +171,16 @@ class Selection:
         return row
 
 
-def _better(score: float, best: float) -> bool:
-    """Strictly higher on validation (ties keep the cheaper, earlier candidate)."""
-    return math.isfinite(score) and (not math.isfinite(best) or score > best)
+def _better(score: float, best: float, n_val: int) -> bool:
+    """Higher on validation by more than its noise (one standard error of a proportion plus half
+    an image, the rule that keeps a head's epoch): a larger source model costs at every prediction,
+    so within the noise the cheaper, earlier candidate stays."""
+    if not math.isfinite(score):
+        return False
+    if not math.isfinite(best):
+        return True
+    p = min(max(best, 0.0), 1.0)
+    return score > best + math.sqrt(p * (1 - p) / max(n_val, 1)) + 0.5 / max(n_val, 1)
 
 
 def check_budget(budget) -> None:

@@ -53,7 +53,8 @@ def format_selection(sel: dict | None) -> str:
                        f"{r['seconds']:6.1f} s")
         else:
             out.append(f"  {r['name']:<40} skipped: {r.get('note', '')}")
-    out.append("(* chosen: the best validation score, the cheaper on ties; --backbone NAME pins one)")
+    out.append("(* chosen: the cheapest unless another beats it on validation by more than noise; "
+               "--backbone NAME pins one)")
     return "\n".join(out)
 
 
