@@ -95,6 +95,7 @@ class Selection:
         self.cands, self.extract, self.score, self.log = cands, extract, score, log
         self.budget, self.n_images, self.test = budget, n_images, list(test)
         self.n_val = 0  # validation images, for the noise of a score
+        self.head_seconds = 0.0  # the longest head fit so far
         self.speed = None  # Lite0-224-equivalent images per second, measured on the first extraction
         self.trials: list[dict] = []
 
@@ -135,6 +136,7 @@ class Selection:
         for stages, cols in ((None, slice(None)), (POOLED, slice(feats.shape[1] - pooled, None))):
             t = time.perf_counter()
             fit = self.score(feats[:, cols])
+            self.head_seconds = max(self.head_seconds, time.perf_counter() - t)
             row = self._row(cand, stages, "tried", seconds + time.perf_counter() - t, "", fit.val_score)
             self.trials.append(row)
             self.log(f"  tried {row['name']}: validation {fit.val_score:.4f} ({row['seconds']:.1f} s)")
@@ -147,9 +149,10 @@ class Selection:
     def _guess(self, cand: Candidate, todo: int, backbone) -> float:
         """Seconds a candidate would take: its uncached images, the test split's among them."""
         todo += self.extract.uncached(backbone, self.test)
+        heads = 2 * self.head_seconds  # its two heads, timed on the candidates before
         if not todo:
-            return 0.0
-        return math.inf if self.speed is None else todo * cand.cost / self.speed
+            return heads
+        return math.inf if self.speed is None else heads + todo * cand.cost / self.speed
 
     def _default_budget(self) -> float:
         """The probe's time: every image through Lite0 at 224 px, times PROBE_FACTOR."""
