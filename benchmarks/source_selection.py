@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
+# the data sets beside the repository (a worktree sits one level deeper)
+SHARED = next((p / "shared" / "datasets" for p in ROOT.parents[:2] if (p / "shared" / "datasets").is_dir()),
+              ROOT.parent / "shared" / "datasets")
 DATA = {"clothing": SHARED / "clothing-small", "digits": SHARED / "sign-digits" / "images"}
 
 
