@@ -6,7 +6,7 @@ and feature stages suit these images, chosen on the validation split within a ti
 
 The default budget is about what a retrain.py-style linear probe spends on the same images:
 extracting every image once with EfficientNet-Lite0 at 224 px, plus its cross-validated logistic
-regression (``PROBE_FACTOR`` times the extraction, measured in docs/benchmarks.md).
+regression (``PROBE_FACTOR`` times the extraction; docs/source-selection.md).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from ..errors import HeadstartError
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 NATIVE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
-# Per-image extraction time at the native size, relative to Lite0 at 224 px (measured:
-# benchmarks/source_selection.py); a larger input costs in proportion to its pixels.
+# Per-image extraction time at the native size, relative to Lite0 at 224 px (estimates from the
+# networks' multiply-adds; `benchmarks/source_selection.py --speeds` measures them); a larger
+# input costs in proportion to its pixels.
 RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.5, "efficientnet_lite2": 2.2}
 HIGH_RES = 1.3     # the larger input tried: +30 % (Lite0: 288 px), where the photos hold that detail
-PROBE_FACTOR = 2.0  # a linear probe's time / its extraction time (C by 5-fold CV), measured
+PROBE_FACTOR = 2.0  # a linear probe's time / its extraction time (C by 5-fold CV); the findings' 83 s vs ~40 s
 POOLED = ()        # the final pooled vector alone (the four-stage default adds three stage averages)
 MEDIAN_SAMPLE = 200  # training images whose headers give the median size
 MIN_TIMED = 256    # fewer computed images time the session's start more than the images
