@@ -26,7 +26,7 @@ NATIVE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_li
 # input costs in proportion to its pixels.
 RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.5, "efficientnet_lite2": 2.2}
 HIGH_RES = 1.3     # the larger input tried: +30 % (Lite0: 288 px), where the photos hold that detail
-PROBE_FACTOR = 2.0  # a linear probe's time / its extraction time (C by 5-fold CV); the findings' 83 s vs ~40 s
+PROBE_FACTOR = 2.0  # a linear probe's time / its extraction time (C by 5-fold CV): docs/source-selection.md
 POOLED = ()        # the final pooled vector alone (the four-stage default adds three stage averages)
 MEDIAN_SAMPLE = 200  # training images whose headers give the median size
 MIN_TIMED = 256    # fewer computed images time the session's start more than the images
