@@ -83,21 +83,43 @@ def load_imagenet_model(variant: str) -> nn.Module:
 class EfficientNetLite(Backbone):
     """Frozen ImageNet EfficientNet-Lite; features = pooled output + averages of late stages."""
 
-    def __init__(self, variant: str = "efficientnet_lite0", model: nn.Module | None = None):
+    def __init__(self, variant: str = "efficientnet_lite0", model: nn.Module | None = None,
+                 input_size: int | None = None, stages: tuple[int, ...] | list[int] | None = None):
         super().__init__()
-        _, _, size, resize = VARIANTS[variant]
+        _, _, native, resize = VARIANTS[variant]
         self.name = variant
         self.model = model if model is not None else load_imagenet_model(variant)
-        self.preprocess = Preprocess(input_size=size, resize_size=resize, mean=(0.5,) * 3, std=(0.5,) * 3,
-                                     interpolation="bicubic", resize="crop")
+        self.native_size = native
+        size = int(input_size or native)
+        if not 32 <= size <= 1024:
+            raise HeadstartError(f"input_size of {variant} must be 32-1024 px, got {size}")
+        # the same centre crop at any size: the short side resized by the native ratio first
+        self.preprocess = Preprocess(input_size=size, resize_size=round(size * resize / native), mean=(0.5,) * 3,
+                                     std=(0.5,) * 3, interpolation="bicubic", resize="crop")
         self.weights_id = _digest(weights_file(variant)) if model is None else "custom"
-        self.tapped = TAPPED_STAGES
+        self.tapped = TAPPED_STAGES if stages is None else tuple(int(s) for s in stages)
+        if any(not 0 <= s < len(self.model.blocks) for s in self.tapped):
+            raise HeadstartError(f"stages of {variant} must be block numbers 0-{len(self.model.blocks) - 1}, "
+                                 f"got {list(self.tapped)}")
         widths = [_out_channels(self.model.blocks[s]) for s in self.tapped]
         self.feature_dim = sum(widths) + self.model.num_features
 
     @property
     def weights_in_folder(self) -> bool:
         return self.weights_id.startswith("finetuned-")  # else the pip package holds them
+
+    def spec(self) -> dict:
+        spec = {"name": self.name}
+        if self.preprocess.input_size != self.native_size:
+            spec["input_size"] = self.preprocess.input_size
+        if self.tapped != TAPPED_STAGES:
+            spec["stages"] = list(self.tapped)
+        return spec
+
+    @property
+    def cache_key(self) -> str:
+        key = super().cache_key  # other tapped stages give other vectors: never the same rows
+        return key if self.tapped == TAPPED_STAGES else f"{key}|taps{','.join(map(str, self.tapped))}"
 
     def stages(self) -> list[nn.Module]:
         m = self.model

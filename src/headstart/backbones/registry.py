@@ -27,6 +27,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
         from .scratch import ScratchBackbone
 
         return ScratchBackbone(name.strip().split(":", 1)[1], **options)
+    if name in VARIANTS and weights is None and set(options) <= {"input_size", "stages"}:
+        return EfficientNetLite(name, **options)  # another input size or other tapped stages (source selection)
     if options:
         raise HeadstartError(f"input_size / channels / resize (--input-size / --resize) apply to CNNs built from "
                              f"scratch; {name!r} is pretrained and brings its own preprocessing. Drop them, or use "

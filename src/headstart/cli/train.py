@@ -21,7 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder: DATA/<class>/* or DATA/{train,val,test}/<class>/*")
     p.add_argument("--out", default="model", metavar="MODEL_DIR", help="model folder to write (default ./model)")
     p.add_argument("--overwrite", action="store_true", help="replace the model already at --out (refused otherwise)")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"see `headstart backbones` (default {DEFAULT_BACKBONE})")
+    p.add_argument("--backbone", default="auto",
+                   help=f"see `headstart backbones`; default auto: {DEFAULT_BACKBONE}, efficientnet_lite1 or "
+                        "efficientnet_lite2, input size and feature stages chosen on the validation split")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="with --backbone auto: seconds to spend trying source models, cheapest first (default: "
+                        "about what a linear probe takes on these images; cached features make trying again cheap)")
     p.add_argument("--weights", help="local weights file for a timm backbone (safetensors or state dict)")
     p.add_argument("--head", choices=["mlp", "linear"], default="mlp",
                    help="mlp (default: a small MLP, more accurate) or linear (retrain.py's single softmax layer)")
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                           flip=not args.no_flip, finetune=finetune, finetune_epochs=args.finetune_epochs,
                           checkpoint_dir=checkpoint_dir(args.out), ray=cluster.ray_config(args),
                           distributed=args.distributed, engine=args.engine, use_cache=not args.no_cache,
-                          skip_bad_rows=args.skip_bad_rows, seed=args.seed, verbose=not args.quiet)
+                          skip_bad_rows=args.skip_bad_rows, seed=args.seed, verbose=not args.quiet,
+                          budget=args.budget)
     _refuse_to_replace(args)
     _prepare_checkpoint(args, clf)
     clf.fit(args.data, args.labels, path_column=args.path_column, target_column=args.target_column)
@@ -140,6 +146,10 @@ def _report(args: argparse.Namespace, clf) -> None:
     print(f"task: {clf.fit_info_['task']} ({clf.fit_info_['task_reason']})")
     _print_skipped_rows(clf.dataset_)
     out = clf.save(args.out)
+    from ..evaluation.report import format_selection
+
+    if clf.fit_info_.get("source_selection"):
+        print(format_selection(clf.fit_info_["source_selection"]))
     _print_finetune(clf.metrics_.get("finetune"), clf.metrics_)
     test = clf.metrics_.get("test")
     print(format_report(test, "test split") if test else

@@ -25,6 +25,7 @@ from .sklearn_api import ScikitLearnEstimator
 
 # How and where a fit runs, not what it learns: ``load`` does not restore these.
 RUNTIME_PARAMS = ("engine", "verbose", "checkpoint_dir", "ray", "distributed")
+AUTO = "auto"  # the backbone chosen per data set on validation (Lite0/1/2, input size, stages)
 
 
 class ImageClassifier(ScikitLearnEstimator):
@@ -35,6 +36,10 @@ class ImageClassifier(ScikitLearnEstimator):
     has a trailing underscore: ``classes_``, ``task_``, ``backbone_``, ``head_``, ``metrics_``
     (validation and test figures), ``history_``, ``dataset_``, ``fit_info_``.
 
+    ``backbone="auto"`` (the default) chooses the source model on the validation split: Lite0, Lite1
+    or Lite2, at the native input size or +30 % for detailed photos, four-stage or pooled features,
+    cheapest first within ``budget`` seconds (None: about a linear probe's time); the model keeps
+    the chosen one and ``fit_info_["source_selection"]`` says what was tried.
     ``task`` ("auto" or one of ``headstart.tasks.TASKS``) says what to predict; "auto" infers it
     from the targets. ``loss="huber"`` makes a continuous task robust to a few wrong targets.
     ``finetune=N`` then trains the backbone's last N stages too (``"all"``: every stage);
@@ -48,14 +53,16 @@ class ImageClassifier(ScikitLearnEstimator):
     {'file': 'slide.png', 'expected': 7.3, 'count': 7, 'probability': 0.15, 'interval': [3, 12]}
     """
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, weights: str | None = None, head: str = "mlp",
+    def __init__(self, backbone: str = AUTO, weights: str | None = None, head: str = "mlp",
                  task: str = "auto", loss: str = "auto", epochs: int | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, input_size: int | None = None,
                  resize: str | None = None, flip: bool = True, finetune: int | str | None = None,
                  finetune_epochs: int = 8, checkpoint_dir: str | Path | None = None, ray=None,
                  distributed: bool = False, engine: str = "auto", batch_size: int = 32, use_cache: bool = True,
-                 refit: bool = False, skip_bad_rows: bool = False, seed: int = 0, verbose: bool = False):
-        self.backbone = backbone
+                 refit: bool = False, skip_bad_rows: bool = False, seed: int = 0, verbose: bool = False,
+                 budget: float | None = None):
+        self.backbone = backbone            # a name, or "auto": chosen on validation (estimator.selection)
+        self.budget = budget                # seconds for "auto" to try candidates (None: a linear probe's time)
         self.weights = weights
         self.head = head
         self.task = task                    # "auto" or a name in headstart.tasks.TASKS
@@ -90,6 +97,9 @@ class ImageClassifier(ScikitLearnEstimator):
 
         t0 = time.perf_counter()
         check_params(self)  # every setting, before any image is read
+        from .selection import check_budget
+
+        check_budget(self.budget)
         from ..backbones import is_scratch
 
         # a scratch CNN at its input size (arrays: at their own, in fit_arrays)
@@ -111,11 +121,15 @@ class ImageClassifier(ScikitLearnEstimator):
             from .cluster import fill_cache_share
 
             fill_cache_share(backbone, dataset, self.engine)
-        features = (lambda paths, digests: self._features(backbone, paths, digests, on_progress))
-        fitted = fit_frozen(self, dataset, backbone, features, self._log, t0)
+        features = (lambda bb, paths, digests: self._features(bb, paths, digests, on_progress))
+        fitted = fit_frozen(self, dataset, backbone, features, self._log, t0, select=self._selects())
         if self.finetune is not None:
             self._finetune(fitted)
         return self._keep(fitted)
+
+    def _selects(self) -> bool:
+        """Whether this fit chooses its source model (not on a cluster: every worker would have to agree)."""
+        return self.backbone == AUTO and self.ray is None and not self.distributed and self.weights is None
 
     def _read_for_fit(self, X, y, backbone, path_column, target_column):
         """The dataset, read once; with ``ray`` the cluster hashes (and embeds) the files first."""
@@ -267,7 +281,8 @@ class ImageClassifier(ScikitLearnEstimator):
         from ..backbones import create_backbone
 
         torch.manual_seed(self.seed)
-        return create_backbone(self.backbone, weights=self.weights, **options)
+        return create_backbone(DEFAULT_BACKBONE if self.backbone == AUTO else self.backbone, weights=self.weights,
+                               **options)
 
     def _features(self, backbone, paths, digests, on_progress=None):
         """(features (N, D), failures) of ``backbone``, from the cache first (a pretrained

@@ -42,7 +42,8 @@ _HEADLINE = [
 
 def render_report(metrics: dict, *, title: str = "headstart report", history: Sequence[dict] | None = None,
                   image_root: str | Path | None = None, info: dict | None = None,
-                  warnings: Sequence[str] = (), doctor=None, heat: dict | None = None) -> str:
+                  warnings: Sequence[str] = (), doctor=None, heat: dict | None = None,
+                  selection: dict | None = None) -> str:
     """The whole page for one evaluation: ``metrics`` from ``ImageClassifier.evaluate`` (or
     ``metrics_["test"]``); ``image_root`` is the folder the metrics' relative file names are in;
     ``heat``: heat-map thumbnails of the worst images by file (``evaluation.heatmaps``)."""
@@ -55,7 +56,7 @@ def render_report(metrics: dict, *, title: str = "headstart report", history: Se
                    curves={"plot": _curves(history)} if curves else None,
                    worst=_worst(m["worst"], image_root, heat or {}) if m.get("worst") else None,
                    doctor=_doctor_values(doctor) if doctor is not None else None,
-                   skipped=m.get("skipped") or None)
+                   skipped=m.get("skipped") or None, selection=selection or None)
 
 
 def render_doctor(report, title: str = "headstart doctor") -> str:
@@ -92,7 +93,8 @@ def model_report(clf, metrics: dict, *, title: str, data: str | Path | None = No
 
     worst = [w["file"] for w in (metrics.get("worst") or [])[:GALLERY_MAX]]
     return render_report(metrics, title=title, history=getattr(clf, "history_", None), image_root=data,
-                         info=info, warnings=warnings, heat=heat_thumbs(clf, worst, data))
+                         info=info, warnings=warnings, heat=heat_thumbs(clf, worst, data),
+                         selection=(getattr(clf, "fit_info_", None) or {}).get("source_selection"))
 
 
 def evaluate_report_path(model: str | Path, data: str | Path) -> Path:

@@ -42,6 +42,22 @@ def format_report(m: dict, title: str = "test split") -> str:
     return _footer(m, out)
 
 
+def format_selection(sel: dict | None) -> str:
+    """What source-model selection tried (validation score, seconds) and what it chose."""
+    if not sel:
+        return ""
+    out = [f"== source model: chosen on the validation split, {sel['budget_seconds']:.0f} s budget =="]
+    for r in sel["tried"]:
+        if r["status"] == "tried":
+            out.append(f"{'*' if r.get('chosen') else ' '} {r['name']:<40} validation {r['val_score']:.4f}   "
+                       f"{r['seconds']:6.1f} s")
+        else:
+            out.append(f"  {r['name']:<40} skipped: {r.get('note', '')}")
+    out.append("(* chosen: the cheapest unless another beats it on validation by more than noise; "
+               "--backbone NAME pins one)")
+    return "\n".join(out)
+
+
 def _footer(m: dict, out: list[str]) -> str:
     if m.get("skipped"):
         out.append(f"skipped {len(m['skipped'])} files that could not be read")

@@ -14,7 +14,7 @@ from ..errors import HeadstartError
 from ..heads import HEADS
 
 MAX_DIM = 2 ** 31  # far beyond any real feature vector or class count
-BACKBONE_KEYS = {"name", "input_size", "channels", "resize"}
+BACKBONE_KEYS = {"name", "input_size", "channels", "resize", "stages"}
 FIX = "Restore config.json from the original model folder, or retrain with `headstart train`."
 
 
@@ -88,6 +88,9 @@ def _check_backbone(path: Path, spec: dict) -> None:
     for key in ("input_size", "channels"):
         if key in spec and not (_is_int(spec[key]) and 0 < spec[key] <= 4096):
             raise _refuse(path, f"has backbone {key} {_short(spec[key])}, expected a positive integer up to 4096")
+    if "stages" in spec and not (isinstance(spec["stages"], list) and len(spec["stages"]) <= 64
+                                 and all(_is_int(s) and 0 <= s < 64 for s in spec["stages"])):
+        raise _refuse(path, f"has backbone stages {_short(spec['stages'])}, expected a list of block numbers")
     if "resize" in spec and not isinstance(spec["resize"], str):
         raise _refuse(path, f"has backbone resize {_short(spec['resize'])}, expected a word such as 'pad'")
 
