@@ -40,7 +40,7 @@ def test_the_embedded_backbone_s_heat_map_peak_lands_on_the_object(tmp_path):
     for method in ("grad-x-activation", "grad-cam"):
         rows = explain(clf, list(boxes), method=method)
         rates[method] = hits(rows, boxes, margin=0, scale=256 / 128, shift=16) / len(rows)  # resize 256, crop 224
-    assert rates["grad-x-activation"] >= 0.58 and rates["grad-x-activation"] > rates["grad-cam"], rates
+    assert rates["grad-x-activation"] >= 0.55 and rates["grad-x-activation"] > rates["grad-cam"], rates
 
 
 def test_a_heat_map_for_a_class_asked_for_differs_from_the_predicted_one(objects_model, tmp_path):
