@@ -9,9 +9,9 @@ sessions differ from the library's in two settings (the figures: ``docs/serve.md
   barrier between threads that the other work keeps waiting;
 - threads do not spin-wait between operators: spinning burns the CPU time that decoding and
   the other batch need;
-- ONNX Runtime's memory arena is shrunk after every call: otherwise it keeps the buffers of the
-  largest batch for the life of the server (about 1.2 GB more at rest after batches of 32,
-  at no measured cost in speed).
+- ONNX Runtime's memory arena is off: otherwise it keeps the buffers of the largest batch for
+  the life of the server (about 1.2 GB more at rest after batches of 32); off cost less server
+  CPU per image than shrinking the arena after each call (docs/benchmarks.md).
 
 All three are options of ``backbone.engine()`` (``backbones.engines.OnnxEngine``).
 """
@@ -49,7 +49,7 @@ class Predictor:
 
 
 def _serving_engine(clf: Any, threads: int):
-    # ONNX Runtime: ``threads`` per worker, no spin-waiting, the arena handed back after each
-    # call; PyTorch (a GPU, or no ONNX Runtime) ignores them and keeps its own threading.
+    # ONNX Runtime: ``threads`` per worker, no spin-waiting, no memory arena; PyTorch (a GPU,
+    # or no ONNX Runtime) ignores them and keeps its own threading.
     return clf.backbone_.engine(prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False,
-                                arena="shrink")
+                                arena=False)
