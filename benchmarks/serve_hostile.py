@@ -7,7 +7,8 @@ The server runs with its default limits in a subprocess, warmed up with a few fu
 (the engine allocates its buffers for the largest batch once). For each attack this prints the
 server's RSS before, at its peak during, and after it (5 s idle), the latency of a good
 request (one 64x64 PNG) sent every 0.5 s during the attack, and the status codes the attack
-and the good requests got:
+and the good requests got. The attacks' requests come from 127.0.0.2, the good ones from
+127.0.0.1: two clients, as the server tells them apart by address.
 
 - ``flood``: 200 concurrent requests of 32 tiny images each;
 - ``bombs``: 8 concurrent requests of 32 PNGs just under the pixel limit (6,300 x 6,300
@@ -40,6 +41,7 @@ import httpx
 from PIL import Image
 
 HOST = "127.0.0.1"
+ATTACKER = "127.0.0.2"  # another loopback address: to the server, another client than the good one
 
 
 def png(w: int, h: int, colour=(200, 40, 40)) -> bytes:
@@ -119,10 +121,11 @@ class Watch:
               f"{dict(self.codes)}  |  attack: {dict(attack_codes)}", flush=True)
 
 
-async def _post_many(url: str, n: int, files_of, concurrency: int) -> collections.Counter:
+async def _post_many(url: str, n: int, files_of, concurrency: int, source: str = ATTACKER) -> collections.Counter:
     codes: collections.Counter = collections.Counter()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as c:
+    transport = httpx.AsyncHTTPTransport(local_address=source, limits=limits)
+    async with httpx.AsyncClient(timeout=120, transport=transport) as c:
         async def one(i):
             try:
                 codes[(await c.post(url + "/v1/predict", files=files_of(i))).status_code] += 1
@@ -268,7 +271,7 @@ def main() -> None:
         # The engine allocates its buffers for the largest batch once: warm it up first, so that
         # "before" is the server's working size, not its size before its first batch of 32.
         warm = [("images", (f"{i}.png", png(64, 64, (i * 8, 90, 90)), "image/png")) for i in range(32)]
-        asyncio.run(_post_many(url, 8, lambda i: warm, 4))
+        asyncio.run(_post_many(url, 8, lambda i: warm, 4, source=HOST))
         time.sleep(2)
         print(f"RSS after warm-up (8 requests of 32 images): {rss_mb(proc.pid):.0f} MB", flush=True)
         for name in args.only or attacks:

@@ -236,3 +236,38 @@ def test_the_command_exits_2_without_a_traceback(good, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == "", r.stderr
     assert str(m / "head.safetensors") in r.stderr and "disagree" in r.stderr, r.stderr
+
+
+# ---- a fine-tuned named backbone: its weights checked against the architecture's shapes ----
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory) -> tuple[Path, dict]:
+    bb = create_backbone("efficientnet_lite0")
+    head = Head(bb.feature_dim, len(LABELS), "linear")
+    task = Multiclass(LABELS)
+    config = {"backbone": bb.spec(), "backbone_weights_id": "finetuned-test", "preprocess": bb.preprocess.to_dict(),
+              "task": task.to_dict(), "labels": list(LABELS), "head": head.config(), "params": {"weights": None}}
+    state = dict(bb.state_dict())
+    return save_folder(ModelFolder(config, dict(head.state_dict()), state),
+                       tmp_path_factory.mktemp("finetuned") / "good"), (config, head, state)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("shape", "of shape [8, 3, 3, 3], but the backbone 'efficientnet_lite0' that config.json names needs [32, 3, 3, 3]"),
+    ("missing", "missing ['model.conv_head.weight']"),
+    ("int", "needs floating-point values"),
+])
+def test_a_tampered_finetuned_backbone_is_refused_before_it_is_built(finetuned, tmp_path, damage, words):
+    good, (config, head, state) = finetuned
+    assert load_model(good).backbone.weights_id == "finetuned-test"
+    bad = dict(state)
+    if damage == "shape":
+        bad["model.conv_stem.weight"] = torch.zeros(8, 3, 3, 3)
+    elif damage == "missing":
+        del bad["model.conv_head.weight"]
+    else:
+        bad["model.conv_head.weight"] = bad["model.conv_head.weight"].to(torch.int8)
+    m = save_folder(ModelFolder(config, dict(head.state_dict()), bad), tmp_path / "m")
+    with pytest.raises(HeadstartError) as e:
+        load_model(m)
+    msg = str(e.value)
+    assert str(m / "backbone.safetensors") in msg and words in msg and "etrain" in msg, msg

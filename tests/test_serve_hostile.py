@@ -111,20 +111,26 @@ def test_pixels_per_request_are_bounded_before_decoding(client):
     assert r.status_code == 200, r.text
 
 
+def client_from(server, address: str) -> httpx.Client:
+    """A client whose connections come from another loopback address: another peer to the server."""
+    return httpx.Client(base_url=server.url, timeout=60, transport=httpx.HTTPTransport(local_address=address))
+
+
 def test_requests_over_the_memory_budget_get_503_with_retry_after(client, server):
     blob = png(800, 800)  # 3 of them: ~10 MB estimated, the whole --max-pending-mb: one at a time
 
-    def post(_):
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+    def post(i):  # each from its own address, so that the per-client share does not refuse them first
+        with client_from(server, f"127.0.0.{10 + i}") as c:
             return c.post("/v1/predict", files=predict_files(blob, blob, blob))
 
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(post, range(12)))
     codes = sorted(r.status_code for r in answers)
     assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
-    busy = next(r for r in answers if r.status_code == 503)
-    assert busy.headers["retry-after"] == "1"
-    refused(busy, 503, "busy", "--max-pending-mb")
+    busy = [r for r in answers if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" for r in busy)
+    messages = [refused(r, 503, "busy") for r in busy]
+    assert any("--max-pending-mb" in m for m in messages), messages
     good(client)
 
 
@@ -142,7 +148,46 @@ def test_requests_beyond_the_queue_get_503_with_retry_after(client, server):
     busy = [r for r in answers if r.status_code == 503]
     assert all(r.headers["retry-after"] == "1" for r in busy)
     messages = [refused(r, 503, "busy") for r in busy]  # the queue, or the memory budget (10 MB) as well
-    assert any("waiting for the model (--max-queued-images 4)" in m for m in messages), messages
+    assert any("--max-queued-images" in m for m in messages), messages
+    good(client)
+
+
+def test_a_flooding_client_does_not_lock_out_another(client, server):
+    small = png(40, 40)
+    stop = time.monotonic() + 6
+
+    def flood(i):  # one client (one address), 12 connections, 3 images a request, for 6 s
+        codes = []
+        with client_from(server, "127.0.0.2") as c:
+            while time.monotonic() < stop:
+                codes.append(c.post("/v1/predict", files=predict_files(small, small, small)).status_code)
+        return codes
+
+    with ThreadPoolExecutor(12) as pool:
+        floods = [pool.submit(flood, i) for i in range(12)]
+        time.sleep(1)
+        mine = []
+        while time.monotonic() < stop - 0.5:  # the other client, one image at a time
+            r = client.post("/v1/predict", files=predict_files(small))
+            mine.append(r.status_code)
+        flooded = [code for f in floods for code in f.result()]
+    assert 503 in flooded, flooded  # the flood was over its share of the queue
+    refusals = [code for code in mine if code != 200]
+    assert len(mine) >= 3 and not refusals, mine
+
+
+def test_a_body_larger_than_the_memory_budget_is_refused_while_it_streams(client, server):
+    big = b"x" * (11 * 2**20)  # over --max-pending-mb 10; under --max-upload-mb
+    refused(client.post("/v1/predict", files=predict_files(big)), 413, "--max-pending-mb")
+
+    body = (b'--x\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + big + b"\r\n--x--\r\n")
+
+    def chunks():  # no Content-Length: only counting the bytes as they arrive can stop it
+        for i in range(0, len(body), 2**20):
+            yield body[i:i + 2**20]
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    refused(r, 413, "--max-pending-mb")
     good(client)
 
 

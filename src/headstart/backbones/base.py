@@ -62,12 +62,14 @@ class Backbone(nn.Module):
         p = self.preprocess
         return (p.channels, p.input_size, p.input_size)
 
-    def engine(self, prefer: str = "auto", threads: int | None = None, spin: bool = True):
+    def engine(self, prefer: str = "auto", threads: int | None = None, spin: bool = True,
+               arena: bool | str = True):
         """This backbone for inference: ``engine(x (B, C, H, W)) -> (B, feature_dim)`` with ONNX
         Runtime (exported once, cached by ``cache_key``) or PyTorch; see ``engines.make_engine``."""
         from .engines import make_engine
 
-        return make_engine(self, self.cache_key, self.input_shape, prefer=prefer, threads=threads, spin=spin)
+        return make_engine(self, self.cache_key, self.input_shape, prefer=prefer, threads=threads, spin=spin,
+                           arena=arena)
 
     @property
     def cache_key(self) -> str:

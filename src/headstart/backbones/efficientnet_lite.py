@@ -126,9 +126,10 @@ class EfficientNetLite(Backbone):
         return [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
 
     def cam_layers(self) -> list[nn.Module]:
-        # Every stage the head reads (the final convolution's input among them): a frozen
-        # head leans on the earlier taps, which the last map alone misses (docs/see.md).
-        return [self.model.blocks[s] for s in self.tapped]
+        # Every stage the head reads (the final convolution's input among them) and the one
+        # before them, at the same 1/16 grid: a frozen head leans on the earlier taps, which
+        # the last map alone misses (docs/see.md).
+        return [self.model.blocks[s] for s in (min(self.tapped) - 1, *self.tapped)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, feature_dim)
         m = self.model

@@ -42,7 +42,10 @@ class OnnxEngine:
     the cores to itself; when decoding or serving shares them, spinning threads burn the time
     the other work needs (docs/serve.md), so those
     callers ask for ``spin=False``. With ``threads=1`` the calling thread does the work, so
-    several threads can run one session at once, one per core.
+    several threads can run one session at once, one per core. ``arena``: ONNX Runtime's CPU
+    memory arena, True (its default), False, or "shrink" (kept during a call, handed back after
+    each one); the arena otherwise keeps the buffers of the largest batch it ever ran for the
+    life of the session, which a long-running server cannot afford.
 
     Sessions are kept for the life of the process (opening one costs as much as running a few
     dozen images), so repeated ``predict`` or ``extract_features`` calls reuse them.
@@ -50,20 +53,26 @@ class OnnxEngine:
     """
 
     name = "onnxruntime"
-    _sessions: dict[tuple[str, int, bool], object] = {}
+    _sessions: dict[tuple, object] = {}
 
     def __init__(self, model: nn.Module, key: str, input_shape: tuple[int, int, int],
-                 threads: int | None = None, spin: bool = True):
+                 threads: int | None = None, spin: bool = True, arena: bool | str = True):
         self.path = _export_once(model, key, input_shape)
         self.threads = threads or os.cpu_count() or 1
-        self.session = self._session(self.path, self.threads, spin)
+        self.session = self._session(self.path, self.threads, spin, bool(arena))
         self.input_name = self.session.get_inputs()[0].name
+        self.run_options = None
+        if arena == "shrink":
+            import onnxruntime as ort
+
+            self.run_options = ort.RunOptions()
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     @classmethod
-    def _session(cls, path: Path, threads: int, spin: bool):
+    def _session(cls, path: Path, threads: int, spin: bool, arena: bool = True):
         import onnxruntime as ort
 
-        found = cls._sessions.get((str(path), threads, spin))
+        found = cls._sessions.get((str(path), threads, spin, arena))
         if found is not None:
             return found
         opts = ort.SessionOptions()
@@ -71,14 +80,17 @@ class OnnxEngine:
         opts.inter_op_num_threads = 1
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not arena:
+            opts.enable_cpu_mem_arena = False
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         if len(cls._sessions) >= 8:  # a few backbones and settings per process; drop the oldest
             cls._sessions.pop(next(iter(cls._sessions)))
-        cls._sessions[(str(path), threads, spin)] = session
+        cls._sessions[(str(path), threads, spin, arena)] = session
         return session
 
     def __call__(self, x: np.ndarray) -> np.ndarray:  # (B, C, H, W) -> (B, D)
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)},
+                                self.run_options)[0]
 
 
 def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]) -> None:
@@ -142,11 +154,11 @@ def features_key(cache_key: str, prefer: str = "auto") -> str:
 
 
 def make_engine(model: nn.Module, key: str, input_shape: tuple[int, int, int], prefer: str = "auto",
-                threads: int | None = None, spin: bool = True):
+                threads: int | None = None, spin: bool = True, arena: bool | str = True):
     """``prefer``: "auto" (see ``resolve``), "openvino", "onnxruntime" or "torch". ``threads``
     sets up ONNX Runtime and OpenVINO (threads per call; fewer than the cores lets several
-    callers run at once), ``spin`` ONNX Runtime alone. OpenVINO refusing the model (or missing,
-    under "auto") falls back to ONNX Runtime with a one-line warning."""
+    callers run at once), ``spin`` and ``arena`` ONNX Runtime alone (``OnnxEngine``). OpenVINO
+    refusing the model (or missing, under "auto") falls back to ONNX Runtime with a one-line warning."""
     engine = resolve(prefer)
     if engine == "torch":
         return TorchEngine(model)
@@ -162,7 +174,7 @@ def make_engine(model: nn.Module, key: str, input_shape: tuple[int, int, int], p
             warnings.warn(f"OpenVINO refused the model ({str(e).splitlines()[0][:200]}); "
                           "running it with ONNX Runtime instead", RuntimeWarning, stacklevel=2)
     try:
-        return OnnxEngine(model, key, input_shape, threads, spin)
+        return OnnxEngine(model, key, input_shape, threads, spin, arena)
     except ImportError:
         if prefer == "onnxruntime":
             raise

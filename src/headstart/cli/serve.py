@@ -46,10 +46,11 @@ def register(sub) -> None:
                    help="most pixels in all the images of one prediction request, from their headers "
                         "(default 100,000,000): 413")
     p.add_argument("--max-pending-mb", type=float, default=512.0,
-                   help="memory that requests in flight may hold for decoding and model inputs, estimated "
-                        "before decoding; beyond it requests get 503 + Retry-After (default 512)")
+                   help="memory that requests in flight may hold for their bytes, decoding and model inputs, "
+                        "estimated before decoding; beyond it requests get 503 + Retry-After (default 512)")
     p.add_argument("--max-queued-images", type=int, default=256,
-                   help="images waiting for the model at most; beyond it requests get 503 + Retry-After (default 256)")
+                   help="images in flight at most, shared fairly between the clients (by address) sending; "
+                        "beyond it requests get 503 + Retry-After (default 256)")
     p.add_argument("--max-teach-images", type=int, default=2000, help="most images in one teach request (default 2000)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="also answer to this Host name (repeatable; '*' for any). Default: the bound address, "

@@ -1,5 +1,6 @@
-"""``explain``: a fitted model's heat maps (Grad-CAM, ``lab.gradcam``) for images, as arrays and
-as pictures (the input, then the heat map of the prediction and of each class asked for).
+"""``explain``: a fitted model's heat maps (gradient x activation, ``lab.gradcam``) for images,
+as arrays and as pictures (the input, then the heat map of the prediction and of each class
+asked for).
 
 >>> rows = explain(load("model/"), ["cat.jpg"], classes=["dog"], out="why/")   # doctest: +SKIP
 >>> rows[0].maps[0].target, rows[0].png
@@ -38,11 +39,12 @@ class Explanation:
                           "peak": [round(v / s, 3) for v, s in zip(m.peak(size), size)]} for m in self.maps]}
 
 
-def explain(model, images, classes=(), out: str | Path | None = None) -> list[Explanation]:
+def explain(model, images, classes=(), out: str | Path | None = None,
+            method: str = "grad-x-activation") -> list[Explanation]:
     """Heat maps for ``images`` (image files, a folder, or PIL images): the predicted class's,
     and each of ``classes`` (names of the model's classes or labels; "value" for a numeric task).
     ``model``: a fitted ``ImageClassifier`` or a model folder. With ``out``, writes one PNG per
-    image and ``explain.json`` there."""
+    image and ``explain.json`` there. ``method``: see ``lab.gradcam.grad_cam``."""
     from ..lab.gradcam import grad_cam, target_names
     from .classifier import load
     from .inputs import classify
@@ -65,7 +67,7 @@ def explain(model, images, classes=(), out: str | Path | None = None) -> list[Ex
         ok, x = _inputs(items[start:start + BATCH], rows[start:start + BATCH], bb.preprocess)
         if not ok:
             continue
-        for row, maps, pic in zip(ok, grad_cam(bb, clf.head_, clf.task_, x, [None, *classes]), _pictures(x, bb)):
+        for row, maps, pic in zip(ok, grad_cam(bb, clf.head_, clf.task_, x, [None, *classes], method), _pictures(x, bb)):
             row.maps, row.picture = maps, pic
     if out is not None:
         _write(rows, Path(out))

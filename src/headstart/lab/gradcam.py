@@ -1,9 +1,10 @@
-"""Why this label: Grad-CAM heat maps (Selvaraju et al., 2017) over a backbone's last feature map.
+"""Why this label: heat maps from gradients over a backbone's feature maps.
 
 For a target (a class, a label, or the predicted number), the gradient of the head's raw output
-for it with respect to the feature map ``A`` (K, h, w) weighs each channel by its spatial mean;
-the map is ``relu(sum_k weight_k * A_k)``, scaled to 0..1 and enlarged to the input. Bright =
-the places that raise the target's score.
+for it with respect to the feature map ``A`` (K, h, w) weighs the activations: at each place by
+its own gradient (gradient x activation, the default) or by each channel's spatial mean
+(Grad-CAM, Selvaraju et al. 2017). The map is ``relu(sum_k weight_k * A_k)``, scaled to 0..1 and
+enlarged to the input. Bright = the places that raise the target's score.
 
 It needs gradients, so it runs the backbone in PyTorch (never ONNX Runtime), on every backbone
 whose body makes feature maps: the embedded EfficientNet-Lite, timm CNNs, scratch CNNs.
@@ -51,11 +52,22 @@ def target_names(task) -> list[str]:
     return ["value"] if task.numeric else list(task.labels)
 
 
-def grad_cam(backbone, head, task, x, targets: list[str | None]) -> list[list[HeatMap]]:
+METHODS = ("grad-x-activation", "grad-cam")
+
+
+def grad_cam(backbone, head, task, x, targets: list[str | None], method: str = "grad-x-activation"
+             ) -> list[list[HeatMap]]:
     """Heat maps for inputs ``x`` (N, C, H, W): per image, one per entry of ``targets`` (None =
     the model's prediction for that image; a repeated target is given once). With several
     layers (``backbone.cam_layers()``), each layer's map is scaled to 0..1 at the finest
-    resolution and the maps are summed."""
+    resolution and the maps are summed.
+
+    ``method``: "grad-x-activation" (the default: each place's activations times their own
+    gradients, summed over channels) or "grad-cam" (activations weighed by each channel's mean
+    gradient, Selvaraju et al.); the first localises better on ``benchmarks/localisation.py``
+    (docs/see.md)."""
+    if method not in METHODS:
+        raise HeadstartError(f"unknown heat-map method {method!r}; known: {', '.join(METHODS)}.")
     import torch
 
     layers = cam_layers(backbone, x[:1])
@@ -78,7 +90,7 @@ def grad_cam(backbone, head, task, x, targets: list[str | None]) -> list[list[He
                 raw = torch.stack([_raw_score(task, out[i], j) for i, j in enumerate(idx)])
                 acts = [saved[k] for k in range(len(layers))]
                 grads = torch.autograd.grad(raw.sum(), acts, retain_graph=True)
-                cams = _cams(acts, grads)
+                cams = _cams(acts, grads, method)
                 for i, j in enumerate(idx):
                     if any(m.target == _name(task, j) for m in per_image[i]):
                         continue
@@ -119,15 +131,17 @@ def _is_map(out) -> bool:
     return hasattr(out, "ndim") and out.ndim == 4 and out.shape[2] * out.shape[3] > 1
 
 
-def _cams(acts: list, grads: list) -> list[np.ndarray]:
-    """Per image: the sum over layers of relu(sum_k mean(grad_k) * A_k), each layer's map scaled
-    to 0..1 at the finest layer's resolution; the sum scaled to 0..1."""
+def _cams(acts: list, grads: list, method: str = "grad-x-activation") -> list[np.ndarray]:
+    """Per image: the sum over layers of relu(sum_k w_k * A_k), with w_k = grad_k at each place
+    (grad-x-activation) or its spatial mean (grad-cam), each layer's map scaled to 0..1 at the
+    finest layer's resolution; the sum scaled to 0..1."""
     import torch.nn.functional as F
 
     size = max((a.shape[2:] for a in acts), key=lambda s: s[0] * s[1])
     total = 0
     for a, g in zip(acts, grads):
-        cam = (g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True).clamp_min(0).detach().float()  # (N, 1, h, w)
+        w = g if method == "grad-x-activation" else g.mean((2, 3), keepdim=True)
+        cam = (w * a).sum(1, keepdim=True).clamp_min(0).detach().float()  # (N, 1, h, w)
         if tuple(cam.shape[2:]) != tuple(size):
             cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
         total = total + cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]

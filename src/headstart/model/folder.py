@@ -158,15 +158,19 @@ def _weights_in_folder(name: str) -> bool:
 
 
 def _check_backbone_header(file: Path, header: dict, spec: dict) -> None:
-    """A scratch CNN's size comes from its spec: compare the spec's tensors (built on the meta
-    device, nothing allocated) with the file before building it for real."""
+    """Compare the file's tensors with the backbone config.json names, before building it for
+    real: a scratch CNN's from its spec, a named architecture's (a fine-tuned EfficientNet-Lite,
+    a timm model) from its table of shapes; both built on the meta device, nothing allocated."""
     from ..backbones import backbone_from_spec
     from ..backbones.names import is_scratch
-    from .validate import expected_of
+    from .validate import expected_named, expected_of
     from .weights_file import check_against
 
     if not is_scratch(spec["name"]):
-        return  # a named architecture has a fixed size; load_state_dict checks its shapes
+        expected = expected_named(spec["name"])
+        if expected is not None:
+            check_against(file, header, expected, f"the backbone {spec['name']!r} that config.json names")
+        return
     try:
         with torch.device("meta"):
             probe = backbone_from_spec(spec)

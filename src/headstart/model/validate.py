@@ -8,6 +8,7 @@ what is wrong and what to do.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..errors import HeadstartError
@@ -153,6 +154,29 @@ def expected_head(head: dict) -> dict[str, tuple[tuple[int, ...], str]]:
 def expected_of(module) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v.shape), "float" if v.is_floating_point() else "int")
             for k, v in module.state_dict().items()}
+
+
+@functools.lru_cache(maxsize=8)
+def expected_named(name: str) -> dict[str, tuple[tuple[int, ...], str]] | None:
+    """The tensors a named backbone's ``state_dict`` holds (an embedded EfficientNet-Lite, or a
+    timm architecture), from the architecture built on the meta device; None when timm does
+    not know the name (building it then fails with its own message)."""
+    import torch
+
+    from ..backbones.efficientnet_lite import VARIANTS, EfficientNetLite
+
+    try:
+        import timm
+    except ImportError:
+        return None
+    with torch.device("meta"):
+        if name in VARIANTS:
+            module = EfficientNetLite(name, model=timm.create_model("tf_" + name, pretrained=False))
+        elif name in timm.list_models():
+            module = torch.nn.ModuleDict({"model": timm.create_model(name, pretrained=False, num_classes=0)})
+        else:
+            return None
+    return expected_of(module)
 
 
 def check_text_config(path: Path, config: dict) -> None:

@@ -31,7 +31,16 @@ from starlette.exceptions import HTTPException
 from ..errors import HeadstartError
 from .batching import Batcher
 from .contract import declare_token, predict_body, read_form, responses
-from .guard import Budget, Busy, OriginGuard, SizeTokenGuard, allowed_hosts, release_memory
+from .guard import (
+    Budget,
+    Busy,
+    ClientShare,
+    OriginGuard,
+    SizeTokenGuard,
+    allowed_hosts,
+    client_of,
+    release_memory,
+)
 from .predictor import Predictor, default_workers
 from .uploads import Rejection, decode_upload, describe, image_size
 
@@ -185,7 +194,8 @@ def create_app(settings: ServeSettings, clf: Any = None) -> FastAPI:
                   description="Predict images with a headstart model, or teach a new one. "
                               "Every refusal is a 4xx JSON body {\"error\": \"...\"}.")
     app.state.settings, app.state.models, app.state.jobs = settings, models, jobs
-    app.add_middleware(SizeTokenGuard, settings=settings)
+    app.state.budget = Budget(int(settings.max_pending_mb * 2**20))  # uploads, decoding, model inputs
+    app.add_middleware(SizeTokenGuard, settings=settings, budget=app.state.budget)
     app.add_middleware(OriginGuard, hosts=allowed_hosts(settings.host, settings.allowed_hosts))  # outermost
     _add_error_handlers(app)
     _redoc_route(app)
@@ -234,7 +244,8 @@ def limits(settings: ServeSettings) -> dict:
 
 
 def _predict_route(app: FastAPI, models: Models, settings: ServeSettings) -> None:
-    budget = app.state.budget = Budget(int(settings.max_pending_mb * 2**20))
+    budget = app.state.budget
+    share = app.state.share = ClientShare(settings.max_queued_images, settings.max_images)
 
     @app.post("/v1/predict", operation_id="predict", summary="Predict one or several images (multipart file parts 'images')",
               openapi_extra=predict_body(settings.max_images),
@@ -250,29 +261,37 @@ def _predict_route(app: FastAPI, models: Models, settings: ServeSettings) -> Non
         if not uploads:
             raise Rejection(422, "no images in the request: send one or more multipart file parts named 'images' "
                                  "(e.g. curl -F images=@photo.jpg).")
-        pred = m.predictor
-        deadline = request.scope["headstart.t0"] + settings.timeout_s
-        cost = await run_in_threadpool(_admit, uploads, settings, pred.preprocess)
-        if m.batcher.queued and m.batcher.queued + len(uploads) > settings.max_queued_images:
-            raise Busy(f"the server is busy: {m.batcher.queued} images are waiting for the model "
-                       f"(--max-queued-images {settings.max_queued_images}); try again in a moment.")
-        budget.take(cost)
+        client, n = client_of(request.scope), len(uploads)
+        share.take(client, n)  # before any work: a flooding client is refused here
         try:
-            inputs = await _before(deadline, settings, run_in_threadpool(_prepare_all, uploads, pred, settings, deadline))
-            names = [n for n, _ in uploads]
-            del uploads, files  # the raw bytes are no longer needed while the batch waits
-            fut = m.batcher.submit(inputs, top_k)
-            del inputs
-            try:
-                rows = await _before(deadline, settings, asyncio.wrap_future(fut))
-            finally:
-                fut.cancel()
+            rows, names = await _predict_admitted(m, uploads, top_k, client, budget, settings,
+                                                  request.scope["headstart.t0"] + settings.timeout_s)
         finally:
-            if budget.give(cost):  # nothing else in flight: give freed memory back to the system
-                asyncio.get_running_loop().run_in_executor(None, release_memory)
+            share.give(client, n)
         preds = [{"file": names[i] or describe(i, None), **r} for i, r in enumerate(rows)]
         # A plain JSONResponse: the rows are JSON already, FastAPI's encoder would only walk them again.
         return JSONResponse({"model": m.id, "predictions": preds, "seconds": round(time.perf_counter() - t0, 4)})
+
+
+async def _predict_admitted(m: ServedModel, uploads: list, top_k: int, client: str, budget: Budget,
+                            settings: ServeSettings, deadline: float) -> tuple[list, list]:
+    """Headers checked, memory taken from the budget, decoded, batched; (rows, file names)."""
+    pred = m.predictor
+    cost = await run_in_threadpool(_admit, uploads, settings, pred.preprocess)
+    budget.take(cost)
+    try:
+        inputs = await _before(deadline, settings, run_in_threadpool(_prepare_all, uploads, pred, settings, deadline))
+        names = [n for n, _ in uploads]
+        uploads.clear()  # the raw bytes are no longer needed while the batch waits
+        fut = m.batcher.submit(inputs, top_k, client)
+        del inputs
+        try:
+            return await _before(deadline, settings, asyncio.wrap_future(fut)), names
+        finally:
+            fut.cancel()  # a late request is dropped before the model runs it
+    finally:
+        if budget.give(cost):  # nothing else in flight: give freed memory back to the system
+            asyncio.get_running_loop().run_in_executor(None, release_memory)
 
 
 def _admit(uploads: list, settings: ServeSettings, preprocess) -> int:
@@ -333,6 +352,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     def error(status: int, message: str, headers=None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    def recorded_error(r: Rejection) -> JSONResponse:
+        return error(r.status, r.message, {"connection": "close",
+                                           **({"retry-after": str(r.retry_after)} if isinstance(r, Busy) else {})})
+
     @app.exception_handler(Rejection)
     async def _rejection(request: Request, e: Rejection):
         # A refused upload may not have been read to its end: close, so the rest is not taken for a request.
@@ -349,7 +372,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, e: HTTPException):
         recorded = request.scope.get("headstart.rejection")
         if recorded is not None:
-            return error(recorded.status, recorded.message, {"connection": "close"})
+            return recorded_error(recorded)
         if e.status_code == 404:
             return error(404, f"nothing at {request.method} {request.url.path}; see /docs for the API.")
         if e.status_code == 405:
@@ -364,7 +387,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, e: RequestValidationError):
         recorded = request.scope.get("headstart.rejection")
         if recorded is not None:
-            return error(recorded.status, recorded.message, {"connection": "close"})
+            return recorded_error(recorded)
         parts = []
         for err in e.errors()[:5]:
             where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))

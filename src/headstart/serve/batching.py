@@ -4,13 +4,16 @@ Each request hands over its images (as model inputs) and gets a ``Future``. A fr
 the first waiting request, waits up to ``wait_ms`` for more (up to ``max_batch`` images in all),
 runs the model once on all of them, and hands each request its own rows back. Only one worker
 gathers at a time, so while the others compute, requests pile up into the next batch.
+
+Waiting requests are taken from their clients in turn (round robin, oldest first within a
+client), so a client with one image is not queued behind another client's flood.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ Predict = Callable[[Sequence[Any], int], list[dict]]  # (one input per image, to
 class _Request:
     images: list[Any]
     top_k: int
+    client: Any = None
     future: Future = field(default_factory=Future)
 
 
@@ -53,7 +57,9 @@ class Batcher:
         self.max_batch = max(1, max_batch)
         self.stats = BatchStats()
         self.queued = 0  # images submitted and not yet taken into a batch
-        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._waiting: OrderedDict[Any, deque[_Request]] = OrderedDict()  # by client, in turn
+        self._ready = threading.Condition()
+        self._closed = False
         self._gathering = threading.Lock()  # one worker gathers at a time
         self._carry: _Request | None = None  # a request that did not fit the last batch
         self._stats_lock = threading.Lock()
@@ -62,17 +68,37 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def submit(self, images: list[Any], top_k: int) -> Future:
-        req = _Request(list(images), top_k)
+    def submit(self, images: list[Any], top_k: int, client: Any = None) -> Future:
+        """``client``: whom the request is from (any hashable); clients are served in turn."""
+        req = _Request(list(images), top_k, client)
         with self._stats_lock:
             self.queued += len(req.images)
-        self._queue.put(req)
+        with self._ready:
+            self._waiting.setdefault(client, deque()).append(req)
+            self._ready.notify()
         return req.future
 
     def close(self) -> None:
-        self._queue.put(None)  # each worker passes it on to the next, then stops
+        with self._ready:  # the workers finish what is waiting, then stop
+            self._closed = True
+            self._ready.notify_all()
         for t in self._threads:
             t.join(timeout=10)
+
+    def _take(self, timeout: float | None) -> _Request | None:
+        """The next client's oldest request; None when closed and empty, or at the timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._ready:
+            while not self._waiting:
+                left = None if end is None else end - time.monotonic()
+                if self._closed or (left is not None and left <= 0):
+                    return None
+                self._ready.wait(left)
+            client, reqs = self._waiting.popitem(last=False)
+            req = reqs.popleft()
+            if reqs:
+                self._waiting[client] = reqs  # back of the line
+            return req
 
     def _run(self) -> None:
         while True:
@@ -85,20 +111,15 @@ class Batcher:
             self._run_batch([r for r in batch if r.future.set_running_or_notify_cancel()])
 
     def _gather(self) -> list[_Request] | None:
-        first = self._carry or self._queue.get()
+        first = self._carry or self._take(None)
         self._carry = None
         if first is None:
-            self._queue.put(None)
             return None
         batch, n = [first], len(first.images)
         deadline = time.monotonic() + self.wait_s
         while n < self.max_batch:
-            try:
-                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if nxt is None:  # close(): finish this batch, then stop
-                self._queue.put(None)
+            nxt = self._take(max(0.0, deadline - time.monotonic()))
+            if nxt is None:
                 break
             if n + len(nxt.images) > self.max_batch:
                 self._carry = nxt  # starts the next batch

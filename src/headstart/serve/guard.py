@@ -5,11 +5,15 @@
   and a state-changing request from another web origin (``Origin``, ``Sec-Fetch-Site``) is
   refused: a multipart POST needs no CORS preflight, so without this any page could start
   teach jobs. Clients that are not browsers send neither header and pass.
-- ``Budget``: the memory that requests in flight may hold for decoding and model inputs,
-  estimated from the images' headers before anything is decoded; a request that does not fit
-  is answered 503 with ``Retry-After``.
-- ``SizeTokenGuard`` (ASGI middleware): the token, the body size (declared and counted) and
-  the receive deadline, answered before the body is read where possible.
+- ``Budget``: the memory that requests in flight may hold for their raw bytes (counted as they
+  arrive), decoding and model inputs (estimated from the images' headers before anything is
+  decoded); a request that does not fit is answered 503 with ``Retry-After``.
+- ``ClientShare``: the images each client (peer address) has in flight; while several clients
+  send, each may hold only its share of the queue, so one client's flood cannot lock the
+  others out (the batcher then serves the clients in turn).
+- ``SizeTokenGuard`` (ASGI middleware): the token, the body size (declared and counted), the
+  body's bytes inside the ``Budget`` as they arrive, and the receive deadline, answered before
+  the body is read where possible.
 - ``release_memory``: hands freed heap pages back to the system once nothing is in flight.
 """
 
@@ -127,7 +131,7 @@ class Budget:
         with self._lock:
             if self.used and self.used + n > self.capacity:
                 raise Busy(f"the server is busy with other images ({self.used / 2**20:.0f} of "
-                           f"{self.capacity / 2**20:.0f} MB of decoding and model inputs in flight, "
+                           f"{self.capacity / 2**20:.0f} MB of uploads, decoding and model inputs in flight, "
                            "--max-pending-mb); try again in a moment.")
             self.used += n
             self.peak = max(self.peak, self.used)
@@ -143,6 +147,50 @@ class Busy(Rejection):
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(503, message)
         self.retry_after = retry_after
+
+
+class ClientShare:
+    """Images in flight (admitted, not yet answered) per client.
+
+    A client with nothing in flight is admitted while the server holds fewer than ``capacity``
+    images (plus one request's worth kept for newcomers); one that already has images in
+    flight only up to ``capacity`` divided between the clients now sending.
+    """
+
+    def __init__(self, capacity: int, per_request: int):
+        self.capacity = capacity
+        self.per_request = per_request
+        self.held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str, n: int) -> None:
+        with self._lock:
+            mine = self.held.get(client, 0)
+            sending = len(self.held) + (0 if mine else 1)
+            share = max(self.per_request, self.capacity // sending)
+            if mine and mine + n > share:
+                raise Busy(f"this client already has {mine} images in flight, and the server shares its "
+                           f"{self.capacity} places (--max-queued-images) between the {sending} clients "
+                           f"sending now ({share} each); wait for your answers, then send more.")
+            total = sum(self.held.values())
+            if total + n > self.capacity + (0 if mine else self.per_request):
+                raise Busy(f"the server is busy: {total} images are in flight (--max-queued-images "
+                           f"{self.capacity}); try again in a moment.")
+            self.held[client] = mine + n
+
+    def give(self, client: str, n: int) -> None:
+        with self._lock:
+            left = self.held.get(client, 0) - n
+            if left > 0:
+                self.held[client] = left
+            else:
+                self.held.pop(client, None)
+
+
+def client_of(scope) -> str:
+    """The peer address (behind a reverse proxy every request has the proxy's)."""
+    peer = scope.get("client")
+    return str(peer[0]) if peer else "?"
 
 
 _libc = None
@@ -169,9 +217,10 @@ class SizeTokenGuard:
     token), so a refused request costs the server almost nothing.
     """
 
-    def __init__(self, app, settings):
+    def __init__(self, app, settings, budget: Budget | None = None):
         self.app = app
         self.settings = settings
+        self.budget = budget
         self.max_bytes = int(settings.max_upload_mb * 1024 * 1024)
         self.token = settings.token.encode() if settings.token else None
 
@@ -192,11 +241,13 @@ class SizeTokenGuard:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _send_json(send, 413, self._too_large(int(declared)), {"connection": "close"})
-        received = 0
+        if declared is not None and declared.isdigit() and self._over_budget(int(declared)):
+            return await _send_json(send, 413, self._over_budget(int(declared)), {"connection": "close"})
+        received = held = 0
         started = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, held
             remaining = self.settings.timeout_s - (time.perf_counter() - t0)
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(0.01, remaining))
@@ -204,9 +255,18 @@ class SizeTokenGuard:
                 raise _record(scope, Rejection(408, f"the request body did not arrive within "
                                                     f"{self.settings.timeout_s:g} s; send it faster or smaller.")) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                n = len(message.get("body", b""))
+                received += n
                 if received > self.max_bytes:
                     raise _record(scope, Rejection(413, self._too_large(received, counted=True)))
+                if self.budget is not None and n:  # the raw bytes are held until the request ends
+                    if self._over_budget(received):
+                        raise _record(scope, Rejection(413, self._over_budget(received)))
+                    try:
+                        self.budget.take(n)
+                    except Busy as e:
+                        raise _record(scope, e) from None
+                    held += n
             return message
 
         async def tracking_send(message):
@@ -219,7 +279,19 @@ class SizeTokenGuard:
             await self.app(scope, limited_receive, tracking_send)
         except Rejection as e:
             if not started:
-                await _send_json(send, e.status, e.message, {"connection": "close"})
+                extra = {"retry-after": str(e.retry_after)} if isinstance(e, Busy) else {}
+                await _send_json(send, e.status, e.message, {"connection": "close", **extra})
+        finally:
+            if held and self.budget.give(held):
+                asyncio.get_running_loop().run_in_executor(None, release_memory)
+
+    def _over_budget(self, n: int) -> str | None:
+        """Why a body of ``n`` bytes can never fit the memory budget, or None."""
+        if self.budget is None or n <= self.budget.capacity:
+            return None
+        return (f"the request body is over {n / 1048576:.1f} MB, more than the memory this server gives all "
+                f"requests in flight ({self.budget.capacity / 1048576:.0f} MB, --max-pending-mb): send fewer or "
+                "smaller images per request.")
 
     def _too_large(self, n: int, counted: bool = False) -> str:
         size = f"more than {n / 1048576:.1f} MB" if counted else f"{n / 1048576:.1f} MB"

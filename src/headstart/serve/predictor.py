@@ -8,9 +8,12 @@ sessions differ from the library's in two settings (the figures: ``docs/serve.md
   workers) instead of all the cores: one batch computes while the next one fills, with no
   barrier between threads that the other work keeps waiting;
 - threads do not spin-wait between operators: spinning burns the CPU time that decoding and
-  the other batch need.
+  the other batch need;
+- ONNX Runtime's memory arena is off: otherwise it keeps the buffers of the largest batch for
+  the life of the server (about 1.2 GB more at rest after batches of 32); off cost less server
+  CPU per image than shrinking the arena after each call (docs/benchmarks.md).
 
-Both are options of ``backbone.engine()`` (``backbones.engines.OnnxEngine``).
+All three are options of ``backbone.engine()`` (``backbones.engines.OnnxEngine``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Predictor:
 
 
 def _serving_engine(clf: Any, threads: int):
-    # ONNX Runtime: ``threads`` per worker, no spin-waiting; PyTorch (a GPU, or no ONNX
-    # Runtime) ignores both and keeps its own threading.
-    return clf.backbone_.engine(prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False)
+    # ONNX Runtime: ``threads`` per worker, no spin-waiting, no memory arena; PyTorch (a GPU,
+    # or no ONNX Runtime) ignores them and keeps its own threading.
+    return clf.backbone_.engine(prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False,
+                                arena=False)
