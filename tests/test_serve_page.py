@@ -132,6 +132,10 @@ def test_live_camera_preview_predicts_frames(server):
         assert b.find_element(By.CSS_SELECTOR, "#live .label").text.split("\n")[0].split()[0] in ("ants", "bees")
         assert b.find_element(By.CSS_SELECTOR, "#live .by").text.startswith("by bees-model")
         assert not b.find_elements(By.CSS_SELECTOR, "#results .card")  # live frames are not piled up as cards
+        frames = "return window.performance.getEntriesByType('resource').filter(e => e.name.includes('/v1/predict')).length"
+        seen = b.execute_script(frames)
+        wait(b).until(lambda d: d.execute_script(frames) >= seen + 2)  # still predicting, frame after frame
+        assert len(b.find_elements(By.CSS_SELECTOR, "#live .bar")) == 2  # one bar per class, not one per frame
         b.find_element(By.CSS_SELECTOR, "#camera-panel .camera-stop").click()
         assert not b.find_element(By.ID, "live").is_displayed() and not b.find_element(By.ID, "camera-panel").is_displayed()
         assert b.execute_script("return state.live") is False

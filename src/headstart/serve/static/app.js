@@ -78,7 +78,7 @@ function modelLine(info) {
 function thresholdLine(info) {
   if (info.threshold === undefined || info.threshold === null) return "";
   return `Decision threshold: ${info.labels[1]} when p(${info.labels[1]}) ≥ ${info.threshold.toFixed(2)}, ` +
-         `otherwise ${info.labels[0]} (${info.threshold_reason}).`;
+         `otherwise ${info.labels[0]}; ${info.threshold_reason}.`;
 }
 
 async function modelInfo(id) {
@@ -118,6 +118,7 @@ function showPrediction(card, p, info) {
   pct.textContent = (100 * p.probability).toFixed(1) + "%";
   $(".label", card).append(pct);
   const bars = $(".bars", card);
+  bars.innerHTML = "";  // the live card is shown again for every frame
   for (const t of p.top || []) {
     const row = document.createElement("div");
     row.className = "bar";
