@@ -49,6 +49,10 @@ def table_lines(rows: Sequence[dict], task, min_confidence: float | None = None)
             body.append([r["file"], str(r["label"]), f"{r['probability']:.2f}", top, _note(r, task, min_confidence)])
         else:
             body.append([r["file"], *task.cells(r), ""])
+    if not has_classes and "interval_low" in task.columns:  # a count: one column, its level named
+        i = 1 + list(task.columns).index("interval_low")
+        head = [*head[:i], f"{task.LEVEL:.0%} INTERVAL", *head[i + 2:]]
+        body = [row if row[1] == "ERROR" else [*row[:i], f"{row[i]}-{row[i + 1]}", *row[i + 2:]] for row in body]
     if not any(row[-1] for row in body):  # no notes: no NOTE column
         head, body = head[:-1], [row[:-1] for row in body]
     right = {"PROB", "VALUE", "EXPECTED", "COUNT", "PROBABILITY", "INTERVAL_LOW", "INTERVAL_HIGH"}
