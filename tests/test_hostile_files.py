@@ -204,11 +204,11 @@ def test_sort_into_gives_colliding_labels_their_own_folders(tmp_path):
     assert len({f.casefold() for f in folders.values()}) == len(labels)
     rows = [{"file": str(write_image(tmp_path / "in" / f"{i}.png")), "label": lab} for i, lab in enumerate(labels)]
     notes: list[str] = []
-    assert sort_into(rows, tmp_path / "out", notes) == len(labels)
+    assert sort_into(rows, tmp_path / "out", notes).copied == len(labels)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(folders.values())
     assert any("'cat?'" in n for n in notes)
     assert label_folders([0, 1]) == {0: "0", 1: "1"} and len(set(label_folders([0, "0"]).values())) == 2
-    assert sort_into([{"file": rows[0]["file"], "label": 7}], tmp_path / "numbers") == 1  # numeric labels too
+    assert sort_into([{"file": rows[0]["file"], "label": 7}], tmp_path / "numbers").copied == 1  # numeric labels too
     assert (tmp_path / "numbers" / "7" / "0.png").is_file()
 
 
@@ -219,7 +219,7 @@ def test_sort_into_never_writes_through_a_planted_link(tmp_path):
     out = tmp_path / "out"
     (out / "cat").mkdir(parents=True)
     (out / "cat" / "x.png").symlink_to(tmp_path / "outside.png")  # dangling: copy2 would create it
-    assert sort_into([{"file": str(src), "label": "cat"}], out) == 1
+    assert sort_into([{"file": str(src), "label": "cat"}], out).copied == 1
     assert not (tmp_path / "outside.png").exists()
     assert (out / "cat" / "x-1.png").read_bytes() == src.read_bytes()
     (out / "dog").symlink_to(tmp_path, target_is_directory=True)

@@ -65,8 +65,8 @@ def test_predict_csv_and_sort_into_copies_never_moves(trained_model, tmp_path, c
     assert lines[0].startswith("file,label,probability") and len(lines) == 4
     assert sorted(p.name for p in (tmp_path / "sorted" / "fish").iterdir()) == [f.name for f in files]
     assert folder_state(data) == before
-    run_cli("predict", model, *files, "--sort-into", tmp_path / "sorted", "--quiet")  # again: no overwrite
-    assert len(list((tmp_path / "sorted" / "fish").iterdir())) == 6
+    run_cli("predict", model, *files, "--sort-into", tmp_path / "sorted", "--quiet")  # again: same bytes, skipped
+    assert len(list((tmp_path / "sorted" / "fish").iterdir())) == 3
 
 
 def test_a_file_that_fails_at_predict_time_is_reported_alone(trained_model, tmp_path, capsys):

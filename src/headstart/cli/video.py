@@ -16,8 +16,7 @@ from ..errors import HeadstartError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("videos (pip install 'headstart[video]')")
     g.add_argument("--fps", type=float, default=2.0, help="frames predicted per second of video (default 2)")
-    g.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
-                   help="leave frames under this probability out of the timeline and the segments (default 0)")
+    # --min-confidence is predict's own (cli/predict.py): for a video, frames under it are left out
     g.add_argument("--timeline", metavar="FILE", help="write the timeline as CSV (.csv) or JSON (.json; with the "
                    "segments); several videos: one file per video, named FILE's stem + the video's")
 
@@ -46,9 +45,9 @@ def cmd_predict_video(args) -> int:
         from .cluster import ray_config
 
         results = predict_videos_ray(clf, args.paths, ray_config(args), fps=args.fps,
-                                     min_confidence=args.min_confidence)
+                                     min_confidence=args.min_confidence or 0.0)
     else:
-        results = (predict_video(clf, p, fps=args.fps, min_confidence=args.min_confidence) for p in args.paths)
+        results = (predict_video(clf, p, fps=args.fps, min_confidence=args.min_confidence or 0.0) for p in args.paths)
     for path, v in zip(args.paths, results):
         print(f"{path}: {v.frames_read} frames at {v.fps:g} per second" +
               (f" of {v.duration:.1f} s" if v.duration else ""))

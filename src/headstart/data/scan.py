@@ -74,25 +74,31 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 
                    notes=notes, source=str(root))
 
 
-def find_images(paths: Sequence[str | Path]) -> list[Path]:
+def find_images(paths: Sequence[str | Path], *, as_given: bool = False) -> list[Path]:
     """Image files among ``paths``: files as given, folders searched recursively.
 
     Returns absolute paths, sorted and without repeats. Hidden files and folders are skipped.
+    ``as_given=True`` keeps the arguments' order, repeats and spelling (a relative path stays
+    relative; a folder's images follow its spelling, sorted): what ``predict`` prints.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: set[Path] = set()
+    listed: list[Path] = []
     unreadable: list[str] = []
     for p in map(Path, paths):
         full = Path(os.path.abspath(p))
         if full.is_dir():
-            found.update(f for f in _walk(full, unreadable) if is_image_path(f) and f.is_file())
+            inside = [f for f in _walk(full, unreadable) if is_image_path(f) and f.is_file()]
+            found.update(inside)
+            listed += [p / f.relative_to(full) for f in inside]
         elif full.is_file():
             if not is_image_path(full):
                 raise HeadstartError(
                     f"'{p}' is not an image file by its name. Expected one of the extensions "
                     f"{_extensions()}. Fix: pass image files or folders that contain them.")
             found.add(full)
+            listed.append(p)
         elif full.exists():
             raise HeadstartError(
                 f"'{p}' is {special_kind(full.stat().st_mode)}, not an image file. headstart reads image "
@@ -103,7 +109,7 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
                 f"of images. Fix: check the spelling and the current folder ({os.getcwd()}).")
     for note in unreadable:
         print(f"warning: {note}", file=sys.stderr)
-    return sorted(found)
+    return listed if as_given else sorted(found)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -118,9 +118,13 @@ class ServedModel:
         drop = ("worst", "skipped")
         metrics = {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if isinstance(v, dict) else v)
                    for k, v in getattr(c, "metrics_", {}).items()}
-        return {"id": self.id, "source": self.source, "name": self.name, "task": c.task_.name,
-                "labels": list(c.classes_), "backbone": c.backbone_.name,
-                "input_size": c.backbone_.preprocess.input_size, "metrics": metrics}
+        out = {"id": self.id, "source": self.source, "name": self.name, "task": c.task_.name,
+               "labels": list(c.classes_), "backbone": c.backbone_.name,
+               "input_size": c.backbone_.preprocess.input_size, "metrics": metrics,
+               "created": (getattr(c, "config_", None) or {}).get("created")}  # when it was trained (the page says)
+        if hasattr(c.task_, "threshold_reason"):  # binary: the decision threshold, shown wherever a label is
+            out.update(threshold=c.task_.threshold, threshold_reason=c.task_.threshold_reason)
+        return out
 
 
 class Models:

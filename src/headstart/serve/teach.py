@@ -11,6 +11,7 @@ a second request while one runs is answered 409 with what is running.
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import tempfile
@@ -121,8 +122,10 @@ class TeachJobs:
 
         t0 = time.perf_counter()
         job.stage, job.progress, job.message = "features", 0.02, "computing features"
+        used = [sum(job.counts.values())]  # images the fit reads: fewer than sent when some are duplicates
 
         def on_progress(stage: str, done: int, total: int) -> None:  # the page shows real progress
+            used[0] = total
             job.progress = 0.02 + 0.7 * done / max(1, total)
             job.message = f"features: {done} of {total} images"
             if done >= total:
@@ -135,12 +138,13 @@ class TeachJobs:
             job.stage, job.progress, job.message = "saving", 0.95, "saving the model folder"
             folder = clf.save(job_dir / f"headstart-model-{job.id}")
             _zip_folder(folder, job_dir / "model.zip")
-            job.metrics = {"validation_accuracy": clf.metrics_["validation"]["score"],
-                           "validation_images": clf.metrics_["validation"]["n_images"]}
+            clf.config_ = json.loads((folder / "config.json").read_text())  # as load() gives: when, backbone
+            job.metrics = teach_metrics(clf, job_dir / "data")
             job.model_id = f"taught-{job.id}"
             self.on_model(job, clf)
             job.stage, job.progress, job.status = "done", 1.0, "done"
-            job.message = f"trained on {sum(job.counts.values())} images in {time.perf_counter() - t0:.1f} s"
+            job.message = _trained_message(sum(job.counts.values()), used[0], job.metrics["validation_images"],
+                                           time.perf_counter() - t0)
         except HeadstartError as e:
             job.status, job.stage, job.error, job.message = "failed", "failed", str(e), "training failed"
         except Exception as e:  # the server keeps serving; the page shows why
@@ -160,6 +164,27 @@ class TeachJobs:
     def close(self) -> None:
         if self._own_dir and not self.busy():
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def teach_metrics(clf, data: Path) -> dict:
+    """The taught model on its validation images, as Teachable Machine's "under the hood" shows
+    it: accuracy, per-class accuracy (recall) with image counts, the confusion matrix (rows true,
+    columns predicted) and the per-epoch curves (training loss, validation accuracy and loss)."""
+    files = sorted(p for p in (data / "val").glob("*/*") if p.is_file())
+    targets = [p.parent.name for p in files]
+    m = clf.task_.metrics(clf.predict_proba(files), targets)
+    labels = list(m["labels"])
+    return {"validation_accuracy": clf.metrics_["validation"]["score"], "validation_images": len(files),
+            "labels": labels, "confusion_matrix": m["confusion_matrix"],
+            "per_class": {k: {"accuracy": v["recall"], "images": v["support"]} for k, v in m["per_class"].items()},
+            "history": [{k: r[k] for k in ("epoch", "loss", "val_score", "val_loss") if k in r} for r in clf.history_],
+            "kept_epoch": clf.metrics_["validation"].get("best_epoch")}
+
+
+def _trained_message(sent: int, used: int, n_val: int, seconds: float) -> str:
+    """One count of images from upload to result: the progress said ``used``, the result says it too."""
+    left = f" ({sent - used} of the {sent} sent left out: exact duplicates or unreadable)" if used < sent else ""
+    return f"trained on {used - n_val} images and checked on {n_val}{left}, in {seconds:.1f} s"
 
 
 def check_class_name(name: str) -> str:
