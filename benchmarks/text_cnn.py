@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "text"
+DATA = next((p / "shared" / "datasets" / "text" for p in Path(__file__).resolve().parents[1:]  # a clone or a worktree
+             if (p / "shared" / "datasets" / "text").is_dir()), Path("../shared/datasets/text"))
 KIM = {"trec": 0.912, "sst2": 0.827}
 ABLATIONS = {"widths 1,2,3": {"widths": (1, 2, 3)}, "widths 2,3,4,5": {"widths": (2, 3, 4, 5)},
              "embedding 64": {"embed_dim": 64}, "embedding 300": {"embed_dim": 300},
