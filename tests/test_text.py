@@ -19,7 +19,7 @@ from headstart.errors import HeadstartError
 from headstart.estimator.text import TextClassifier, load_text
 
 POS, NEG = ["great", "wonderful", "lovely", "superb"], ["awful", "terrible", "boring", "dull"]
-SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3), lr=5e-3)
+SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3))
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -178,3 +178,28 @@ def test_split_files_without_validation_hold_out_part_of_train_by_hash(tmp_path)
     write_csv(tmp_path / "test.csv", ["text", "label"], rows[80:])
     counts = read_texts(tmp_path).counts()
     assert counts["test"] == 20 and counts["train"] + counts["val"] == 80 and 2 <= counts["val"] <= 20
+
+
+def test_edge_padding_lets_the_widest_filter_see_the_first_word_alone():
+    import torch
+
+    from headstart.backbones.text_cnn import TextCNN, TextCNNConfig
+
+    ids = torch.tensor([[2, 2, 2, 2]])                       # four real words, every embedding 1
+    seen = {}
+    for edge in (True, False):
+        net = TextCNN(TextCNNConfig(embed_dim=1, widths=(3,), filters=1, edge_pad=edge), vocab_size=3, out_dim=2)
+        with torch.no_grad():
+            net.embed.weight[2] = 1.0
+            net.convs[0].weight[:] = torch.tensor([[[-1.0, -1.0, 1.0]]])  # fires on "nothing, nothing, a word"
+            net.convs[0].bias.zero_()
+        seen[edge] = net.features(ids).item()
+    assert seen == {True: 1.0, False: 0.0}                   # only with Kim's zeros is there a sentence start
+    old = TextCNNConfig.from_dict({"level": "word", "embed_dim": 4, "widths": [3], "filters": 2, "dropout": 0.5,
+                                   "length": 9})
+    assert old.edge_pad is False                             # folders saved before keep their padding
+
+
+def test_an_unknown_optimiser_is_refused_with_the_choices():
+    with pytest.raises(HeadstartError, match="adadelta"):
+        TextClassifier(**{**SMALL, "epochs": 1}, optimizer="sgd").fit(*zip(*sentiment_rows(40)))

@@ -32,6 +32,7 @@ class TextCNNConfig:
     filters: int = 100                       # feature maps per width
     dropout: float = 0.5
     length: int = 0                          # padded length of a text in tokens; 0: from the training texts
+    edge_pad: bool = True                    # Kim's zeros before and after: the widest filter sees the first word alone
 
     def __post_init__(self):
         if self.level not in ("word", "char"):
@@ -51,7 +52,7 @@ class TextCNNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextCNNConfig":
-        return cls(**{**d, "widths": tuple(d["widths"])})
+        return cls(**{"edge_pad": False, **d, "widths": tuple(d["widths"])})  # folders before edge_pad had none
 
     def describe(self) -> str:
         return (f"{self.level} CNN: embeddings {self.embed_dim}, widths {','.join(map(str, self.widths))} x "
@@ -63,6 +64,9 @@ class TextCNN(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(vocab_size, config.embed_dim, padding_idx=0)
+        with torch.no_grad():                                 # Kim's U[-0.25, 0.25]: N(0, 1) swamps the filters
+            self.embed.weight.uniform_(-0.25, 0.25)
+            self.embed.weight[0].zero_()
         self.convs = nn.ModuleList(nn.Conv1d(config.embed_dim, config.filters, w) for w in config.widths)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.filters * len(config.widths), out_dim)
@@ -74,9 +78,9 @@ class TextCNN(nn.Module):
     def features(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, L) -> the pooled sentence vector (B, filters * widths)."""
         x = self.embed(ids).transpose(1, 2)                   # (B, E, L): channels first, as Conv1d wants
-        short = max(self.config.widths) - x.shape[2]
-        if short > 0:                                         # a text shorter than the widest filter
-            x = F.pad(x, (0, short))
+        edge = max(self.config.widths) - 1 if self.config.edge_pad else 0
+        short = max(self.config.widths) - x.shape[2] - 2 * edge
+        x = F.pad(x, (edge, edge + max(0, short)))            # zeros: a text shorter than the widest filter fits
         pooled = [F.relu(conv(x)).amax(dim=2) for conv in self.convs]  # each (B, filters): max over time
         return torch.cat(pooled, dim=1)
 

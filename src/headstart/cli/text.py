@@ -20,7 +20,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--level", choices=["word", "char"], default="word", help="tokens: words (default) or characters")
     g.add_argument("--widths", default="3,4,5", help="filter widths in tokens, comma-separated (default 3,4,5)")
     g.add_argument("--filters", type=int, default=100, help="feature maps per width (default 100)")
-    g.add_argument("--embed-dim", type=int, default=128, help="embedding size (default 128; --vectors sets it)")
+    g.add_argument("--embed-dim", type=int, help="embedding size (default: TextClassifier's; --vectors sets it)")
     g.add_argument("--vectors", metavar="FILE", help="pretrained word vectors: word2vec (text or .bin) or GloVe")
     g.add_argument("--static", action="store_true", help="with --vectors: keep the vectors fixed (CNN-static)")
 
@@ -50,8 +50,9 @@ def run_train(args: argparse.Namespace) -> int:
         widths = tuple(int(w) for w in str(args.widths).split(","))
     except ValueError:
         raise HeadstartError(f"--widths must be whole numbers separated by commas, e.g. 3,4,5; got {args.widths!r}.") from None
-    clf = TextClassifier(level=args.level, embed_dim=args.embed_dim, widths=widths, filters=args.filters,
-                         epochs=args.epochs or 12, task=args.task, loss=args.loss, vectors=args.vectors,
+    given = {k: v for k, v in (("embed_dim", args.embed_dim), ("epochs", args.epochs)) if v}  # else the estimator's
+    clf = TextClassifier(level=args.level, widths=widths, filters=args.filters, **given, task=args.task,
+                         loss=args.loss, vectors=args.vectors,
                          static=args.static, text_column=args.text_column, target_column=args.target_column,
                          val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                          verbose=not args.quiet)
@@ -84,6 +85,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_report(m, str(args.data)))
     if args.json:
         write_json(args.json, m)
+    if not getattr(args, "no_report", False):
+        from ..evaluation.html import evaluate_report_path, write_html
+        from ..evaluation.text_html import text_report
+
+        page = text_report(clf, m, title=f"headstart: evaluation on {Path(args.data).name}", data=args.data)
+        dest = getattr(args, "report", None) or evaluate_report_path(args.model, args.data)
+        print(f"report written to {write_html(dest, page)}")
     return 0
 
 

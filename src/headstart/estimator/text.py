@@ -24,7 +24,7 @@ from ..errors import HeadstartError, NotFittedError
 from .sklearn_api import ScikitLearnEstimator
 
 SAVED = ("level", "embed_dim", "widths", "filters", "dropout", "length", "epochs", "lr", "batch_size",
-         "seed", "static")
+         "seed", "static", "optimizer", "patience", "edge_pad", "min_count")
 
 
 class TextClassifier(ScikitLearnEstimator):
@@ -32,8 +32,9 @@ class TextClassifier(ScikitLearnEstimator):
     files beside it used as splits) or a list of texts with targets ``y``."""
 
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
-                 filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 12, lr: float = 2e-3,
-                 batch_size: int = 50, task: str = "auto", loss: str = "auto", vectors: str | None = None,
+                 filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
+                 batch_size: int = 50, optimizer: str = "adadelta", patience: int = 8, edge_pad: bool = True,
+                 min_count: int = 1, task: str = "auto", loss: str = "auto", vectors: str | None = None,
                  static: bool = False, text_column: str | None = None, target_column: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
                  verbose: bool = False):
@@ -43,6 +44,7 @@ class TextClassifier(ScikitLearnEstimator):
         self.text_column, self.target_column = text_column, target_column
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.threads, self.verbose = threads, verbose
+        self.optimizer, self.patience, self.edge_pad, self.min_count = optimizer, patience, edge_pad, min_count
 
     # --- fitting ------------------------------------------------------------------------------
 
@@ -74,9 +76,10 @@ class TextClassifier(ScikitLearnEstimator):
         if not train:
             raise HeadstartError(f"{ds.source}: no texts in the training split. Add rows or lower the fractions.")
         tokens = [tokenize(s.text, self.level) for s in train]
-        self.vocabulary_ = Vocabulary.build(tokens)
+        self.vocabulary_ = Vocabulary.build(tokens, self.min_count)
         net_config = TextCNNConfig(self.level, self.embed_dim, tuple(self.widths), self.filters, self.dropout,
-                                   self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100))
+                                   self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100),
+                                   self.edge_pad)
         task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
         import torch
 
@@ -87,8 +90,9 @@ class TextClassifier(ScikitLearnEstimator):
         x_val = encode([s.text for s in val]) if val else None
         fit = train_text_cnn(self.network_, task, encode([s.text for s in train]), _targets(train),
                              x_val, _targets(val) if val else None,
-                             TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                             seed=self.seed), log=print if self.verbose else None)
+                             TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
+                                             lr=self.lr or (1.0 if self.optimizer == "adadelta" else 2e-3),
+                                             optimizer=self.optimizer, patience=self.patience), log=print if self.verbose else None)
         if val:
             from ..training.text import predict_text_scores
 
@@ -115,7 +119,7 @@ class TextClassifier(ScikitLearnEstimator):
 
             self.embed_dim = v.dim  # the vectors decide the embedding size
             c = self.network_.config
-            self.network_ = TextCNN(type(c)(c.level, v.dim, c.widths, c.filters, c.dropout, c.length),
+            self.network_ = TextCNN(type(c)(c.level, v.dim, c.widths, c.filters, c.dropout, c.length, c.edge_pad),
                                     len(self.vocabulary_), self.network_.out.out_features)
         self.network_.set_embeddings(torch.from_numpy(v.matrix), trainable=not self.static)
         if self.verbose:
@@ -165,7 +169,11 @@ class TextClassifier(ScikitLearnEstimator):
     def _metrics(self, texts: list[str], targets: list[str], rows: list[str]) -> dict:
         from ..evaluation.scores import evaluate_scores
 
-        return evaluate_scores(self.task_, self.predict_scores(texts), targets, rows)
+        m = evaluate_scores(self.task_, self.predict_scores(texts), targets, rows)
+        by_row = dict(zip(rows, texts))
+        for w in m.get("worst") or []:  # the report shows the sentence, not only its row
+            w["text"] = by_row.get(w["file"])
+        return m
 
     def evaluate(self, X, y=None) -> dict:
         """Full metrics on a labelled CSV (its test split when it has split files, else every row)
@@ -197,7 +205,13 @@ class TextClassifier(ScikitLearnEstimator):
 
         self._check()
         test = self.metrics_.get("test")
-        extras = {"report.txt": format_report(test, "test split")} if test else {}
+        extras = {}
+        if test:
+            from ..evaluation.text_html import text_report
+
+            extras = {"report.txt": format_report(test, "test split"),
+                      "report.html": text_report(self, test, title="headstart: test split", data=self.dataset_.source
+                                                 if hasattr(self, "dataset_") else None)}
         settings = {k: getattr(self, k) for k in SAVED}
         settings["widths"] = list(settings["widths"])
         config = {"estimator": settings, "metrics": self.metrics_, "fit_info": self.fit_info_}
