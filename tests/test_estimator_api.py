@@ -40,7 +40,7 @@ def test_get_params_set_params_and_clone():
 @pytest.mark.parametrize("setting, value, words", [
     ("head", "deep", ["head", "'deep'", "mlp, linear"]),
     ("task", "regression", ["task", "'regression'", "continuous"]),
-    ("engine", "tensorrt", ["engine", "'tensorrt'", "auto, onnxruntime, torch"]),
+    ("engine", "tensorrt", ["engine", "'tensorrt'", "auto, openvino, onnxruntime, torch"]),
     ("epochs", 0, ["epochs", "0", "whole number >= 1"]),
     ("epochs", 2.5, ["epochs", "2.5"]),
     ("val_fraction", 1.5, ["val_fraction", "1.5"]),
