@@ -8,7 +8,8 @@ thread. It prints the RSS at start (backbone loaded, session made), after a burs
 32 and 1, after 3 s idle, and after ``malloc_trim(0)``; then images/s at batch 32 and at
 batch 1. Settings: ONNX Runtime's CPU memory arena on (its default), off, or shrunk after
 every call (``memory.enable_memory_arena_shrinkage``), and
-``MALLOC_ARENA_MAX=2`` (glibc's per-thread heaps capped). Timings on a shared machine are
+``MALLOC_ARENA_MAX=2`` (glibc's per-thread heaps capped); and OpenVINO f32, one-thread
+requests, for comparison. Timings on a shared machine are
 noisy: compare within one run; the settings alternate twice.
 """
 
@@ -39,7 +40,8 @@ def child(arena: bool | str, seconds: float) -> dict:
 
     bb = create_backbone()
     lanes = os.cpu_count() or 1
-    eng = bb.engine(prefer="onnxruntime", threads=1, spin=False, arena=arena)
+    eng = (bb.engine(prefer="openvino", threads=1) if arena == "openvino"
+           else bb.engine(prefer="onnxruntime", threads=1, spin=False, arena=arena))
     p = bb.preprocess
     x32 = np.random.default_rng(0).random((32, p.channels, p.input_size, p.input_size), dtype=np.float32)
     out = {"start": rss_mb()}
@@ -66,14 +68,15 @@ def child(arena: bool | str, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="timing per batch size (default 8)")
-    ap.add_argument("--child", choices=["on", "off", "shrink"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["on", "off", "shrink", "openvino"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child({"on": True, "off": False}.get(args.child, args.child), args.seconds)))
         return
     settings = {"arena on (ORT default)": ("on", {}), "arena off": ("off", {}),
                 "arena shrunk after each call": ("shrink", {}),
-                "arena off, MALLOC_ARENA_MAX=2": ("off", {"MALLOC_ARENA_MAX": "2"})}
+                "arena off, MALLOC_ARENA_MAX=2": ("off", {"MALLOC_ARENA_MAX": "2"}),
+                "OpenVINO f32 (what auto picks)": ("openvino", {})}
     print(f"{os.cpu_count()} cores; loadavg {open('/proc/loadavg').read().split()[:3]}", flush=True)
     for rnd in range(2):
         for name, (flag, env) in settings.items():

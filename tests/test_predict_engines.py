@@ -67,3 +67,16 @@ def test_decoded_images_and_preprocessed_inputs_predict_what_the_files_do(traine
         assert [r["label"] for r in rows] == [r["label"] for r in want]
         np.testing.assert_allclose([r["probability"] for r in rows], [r["probability"] for r in want], atol=1e-4)
     assert clf.predict_images([], top_k=2) == []
+
+
+def test_the_server_runs_onnx_runtime_without_its_arena_unless_told_openvino(trained_model):
+    # A server left running must give memory back; OpenVINO keeps its buffers (docs/serve.md).
+    import pytest
+
+    from headstart.serve.predictor import Predictor
+
+    pytest.importorskip("openvino")
+    model_dir, _ = trained_model
+    served = Predictor(load(model_dir, engine="auto")).engine
+    assert served.name == "onnxruntime" and served.session.get_session_options().enable_cpu_mem_arena is False
+    assert Predictor(load(model_dir, engine="openvino")).engine.name == "openvino"

@@ -61,7 +61,7 @@ def register(sub) -> None:
     p.add_argument("--max-connections", type=int, default=256,
                    help="open connections at most; a new one closes the oldest idle one, or gets 503 (default 256)")
     p.add_argument("--work-dir", help="folder for teach jobs (default: a temporary folder removed at exit)")
-    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto)")
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the backbone runs (default auto: ONNX Runtime, which gives memory back at rest; openvino is faster but keeps its buffers)")
     p.set_defaults(run=cmd_serve)
 
 

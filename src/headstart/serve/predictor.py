@@ -18,6 +18,7 @@ All three are options of ``backbone.engine()`` (``backbones.engines.OnnxEngine``
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +51,12 @@ class Predictor:
 
 def _serving_engine(clf: Any, threads: int):
     # ONNX Runtime: ``threads`` per worker, no spin-waiting, no memory arena; PyTorch (a GPU,
-    # or no ONNX Runtime) ignores them and keeps its own threading.
-    return clf.backbone_.engine(prefer=getattr(clf, "engine", "auto"), threads=max(1, threads), spin=False,
-                                arena=False)
+    # or no ONNX Runtime) ignores them and keeps its own threading. "auto" serves with ONNX
+    # Runtime rather than OpenVINO: OpenVINO keeps ~0.65 GB after a batch of 32 for good, and a
+    # server left running must come back to its starting memory (--engine openvino for speed).
+    from ..backbones.engines import resolve
+
+    prefer = getattr(clf, "engine", "auto")
+    if prefer == "auto" and resolve("auto") == "openvino" and importlib.util.find_spec("onnxruntime"):
+        prefer = "onnxruntime"
+    return clf.backbone_.engine(prefer=prefer, threads=max(1, threads), spin=False, arena=False)
