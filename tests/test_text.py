@@ -19,7 +19,7 @@ from headstart.errors import HeadstartError
 from headstart.estimator.text import TextClassifier, load_text
 
 POS, NEG = ["great", "wonderful", "lovely", "superb"], ["awful", "terrible", "boring", "dull"]
-SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3))
+SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3), lr=3e-2)
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
