@@ -45,6 +45,9 @@ def before_call(context, case, kwargs):
         return
     if case.method != "POST" or case.path != "/v1/teach/jobs" or case.meta is None:
         return
+    if case.meta.phase.name.value == "stateful" and not _idle_waited:
+        _idle_waited.append(True)
+        _wait_while_busy()  # a job from an earlier phase would answer this one 409, and no links be followed
     body = getattr(case.body, "body", case.body)  # with the parts' content types, or a plain dict
     negative = case.meta.generation.mode.is_negative or case.meta.is_negative_at(ParameterLocation.BODY)
     if negative or not isinstance(body, dict):
@@ -63,6 +66,21 @@ def before_call(context, case, kwargs):
 
 
 _waited = []
+_idle_waited = []
+_server = {}  # the base URL and Authorization header, as the last answered call had them
+
+
+def _wait_while_busy(seconds: float = 120) -> None:
+    import time
+
+    import httpx
+
+    if not _server:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and httpx.get(f"{_server['base']}/v1/teach", headers=_server["auth"],
+                                                     timeout=30).json().get("busy"):
+        time.sleep(0.3)
 
 
 @schemathesis.hook
@@ -75,6 +93,11 @@ def after_call(context, case, response):
 
     import httpx
 
+    from urllib.parse import urlsplit
+
+    url = urlsplit(str(response.request.url))
+    _server.update(base=f"{url.scheme}://{url.netloc}",
+                   auth={"Authorization": response.request.headers.get("Authorization") or ""})
     if (case.method == "POST" and case.path == "/v1/teach/jobs" and response.status_code == 202 and not _waited
             and case.meta is not None and case.meta.phase.name.value == "stateful"):
         _waited.append(True)
