@@ -49,14 +49,19 @@ class Predictor:
         return self.clf.predict_inputs(np.stack(inputs), top_k, engine=self.engine)
 
 
-def _serving_engine(clf: Any, threads: int):
-    # ONNX Runtime: ``threads`` per worker, no spin-waiting, no memory arena; PyTorch (a GPU,
-    # or no ONNX Runtime) ignores them and keeps its own threading. "auto" serves with ONNX
-    # Runtime rather than OpenVINO: OpenVINO keeps ~0.65 GB after a batch of 32 for good, and a
-    # server left running must come back to its starting memory (--engine openvino for speed).
+def serving_engine(prefer: str) -> str:
+    """The engine the server runs for ``prefer``: "auto" means ONNX Runtime rather than OpenVINO,
+    which keeps ~0.65 GB after a batch of 32 for good, where a server left running must come
+    back to its starting memory (``--engine openvino`` for speed)."""
     from ..backbones.engines import resolve
 
-    prefer = getattr(clf, "engine", "auto")
     if prefer == "auto" and resolve("auto") == "openvino" and importlib.util.find_spec("onnxruntime"):
-        prefer = "onnxruntime"
-    return clf.backbone_.engine(prefer=prefer, threads=max(1, threads), spin=False, arena=False)
+        return "onnxruntime"
+    return prefer
+
+
+def _serving_engine(clf: Any, threads: int):
+    # ONNX Runtime: ``threads`` per worker, no spin-waiting, no memory arena; PyTorch (a GPU,
+    # or no ONNX Runtime) ignores them and keeps its own threading.
+    return clf.backbone_.engine(prefer=serving_engine(getattr(clf, "engine", "auto")), threads=max(1, threads),
+                                spin=False, arena=False)

@@ -119,6 +119,7 @@ class TeachJobs:
 
     def _run(self, job: Job, job_dir: Path) -> None:
         from ..estimator import ImageClassifier
+        from .predictor import serving_engine
 
         t0 = time.perf_counter()
         job.stage, job.progress, job.message = "features", 0.02, "computing features"
@@ -133,7 +134,8 @@ class TeachJobs:
 
         try:
             # No shared feature cache: each job's disk use ends with its folder (the last KEEP_JOBS are kept).
-            clf = ImageClassifier(engine=self.settings.engine, val_fraction=0.0, test_fraction=0.0, use_cache=False)
+            clf = ImageClassifier(engine=serving_engine(self.settings.engine), val_fraction=0.0, test_fraction=0.0,
+                                  use_cache=False)
             clf.fit(job_dir / "data", on_progress=on_progress)
             job.stage, job.progress, job.message = "saving", 0.95, "saving the model folder"
             folder = clf.save(job_dir / f"headstart-model-{job.id}")
