@@ -88,6 +88,13 @@ class OnnxEngine:
         cls._sessions[(str(path), threads, spin, arena)] = session
         return session
 
+    @classmethod
+    def close_arena_sessions(cls) -> None:
+        """Forget the sessions that keep a memory arena (the largest batch's buffers, for good):
+        a server after a teach job's extraction."""
+        for key in [k for k in cls._sessions if k[3]]:
+            cls._sessions.pop(key, None)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:  # (B, C, H, W) -> (B, D)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)},
                                 self.run_options)[0]

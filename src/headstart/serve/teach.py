@@ -118,6 +118,7 @@ class TeachJobs:
         return job
 
     def _run(self, job: Job, job_dir: Path) -> None:
+        from ..backbones.engines import OnnxEngine
         from ..estimator import ImageClassifier
         from .predictor import serving_engine
 
@@ -154,6 +155,7 @@ class TeachJobs:
             job.error = f"training failed: {type(e).__name__}: {e}"
         finally:
             job.seconds = round(time.perf_counter() - t0, 2)
+            OnnxEngine.close_arena_sessions()  # extraction's arena would stay at its largest batch
 
     def _forget_old(self) -> None:
         with self._lock:
