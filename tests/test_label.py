@@ -69,6 +69,9 @@ def test_cli_prints_names_and_json(tmp_path, capsys):
     (row,) = json.loads(capsys.readouterr().out)
     assert len(row["top"]) == 4 and row["label"] == row["top"][0]["label"]
     assert main(["label", str(tmp_path / "none")]) == 2
+    b = write_image(tmp_path / "b.png", (40, 40), color=(90, 20, 200))  # sorted, b would come second
+    assert main(["label", str(b), str(img), "--format", "json", "--top-k", "1"]) == 0
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)] == [str(b), str(img)]  # the order given
 
 
 @pytest.fixture(scope="module")

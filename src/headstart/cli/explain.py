@@ -12,7 +12,7 @@ def cmd_explain(args) -> int:
     from ..estimator import load
     from ..estimator.explain import explain
 
-    files = find_images(args.images)
+    files = find_images(args.images, as_given=True)  # the order and spelling given, as predict
     if not files:
         raise HeadstartError(f"no images found in {', '.join(map(str, args.images))}.")
     rows = explain(load(args.model), files, classes=args.classes or (), out=args.out)

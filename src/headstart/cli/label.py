@@ -11,7 +11,7 @@ def cmd_label(args) -> int:
     from ..backbones.imagenet import label_images
     from ..data.scan import find_images
 
-    files = find_images(args.images)
+    files = find_images(args.images, as_given=True)  # the order and spelling given, as predict
     if not files:
         raise HeadstartError(f"no images found in {', '.join(map(str, args.images))}.")
     rows = label_images(files, backbone=args.backbone, top_k=args.top_k)
