@@ -102,6 +102,26 @@ def test_text_classifier_learns_saves_and_loads_the_same_predictions(text_model)
     assert back.score(texts, ["positive", "negative"]) == 1.0
 
 
+def test_the_tfidf_part_is_averaged_in_saved_without_pickle_and_loaded_the_same(text_model):
+    from headstart.backbones.text_tfidf import PREFIX
+    from headstart.model.folder import load_model
+    from headstart.training.text import predict_text_scores
+
+    clf, model, _ = text_model
+    texts = ["film 3 was superb", "awful", "film 2 was terrible and short ."]
+    assert clf.tfidf_ is not None and clf.tfidf == 0.5 and "TF-IDF" in clf.fit_info_["tfidf"]
+    assert clf.tfidf_.scores(["great", "boring"]).argmax(1).tolist() == [1, 0]  # alone, it already knows the words
+    cnn = predict_text_scores(clf.network_, clf.task_, clf._encoder()(texts))
+    np.testing.assert_allclose(clf.predict_proba(texts), 0.5 * cnn + 0.5 * clf.tfidf_.scores(texts), atol=1e-6)
+    saved = load_model(model)
+    assert len(saved.config["tfidf"]["word"]) == clf.tfidf_.word.idf_.shape[0] > 0
+    assert {k for k in saved.network.state_dict()} == {k for k in clf.network_.state_dict()}
+    np.testing.assert_allclose(saved.scores(texts), clf.predict_proba(texts), atol=1e-6)
+    np.testing.assert_allclose(saved.tfidf.scores(texts), clf.tfidf_.scores(texts), atol=1e-6)
+    alone = TextClassifier(**{**SMALL, "epochs": 1}, tfidf=0).fit(*zip(*sentiment_rows(40)))
+    assert alone.tfidf_ is None and PREFIX not in str(alone.fit_info_)
+
+
 def test_static_vectors_stay_fixed_and_fine_tuned_ones_move(tmp_path):
     lines = [f"{w} " + " ".join(["0.5"] * 8) for w in POS] + [f"{w} " + " ".join(["-0.5"] * 8) for w in NEG]
     vec = tmp_path / "vec.txt"
@@ -142,7 +162,8 @@ def test_cli_train_evaluate_predict_on_texts(tmp_path, capsys, text_model):
     assert read_lines(lines) == ["a lovely film", "so boring"]
     assert main(["train", str(data), "--out", str(tmp_path / "w"), "--widths", "a,b", "--quiet"]) == 2
     assert main(["export", str(out)]) == 0 and (out / "model.onnx").is_file()
-    assert "parity" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "parity" in printed and "the CNN alone" in printed    # the TF-IDF part is not in the ONNX file
 
 
 def test_serve_answers_texts_and_refuses_bad_requests(text_model, tmp_path):

@@ -24,7 +24,7 @@ from ..errors import HeadstartError, NotFittedError
 from .sklearn_api import ScikitLearnEstimator
 
 SAVED = ("level", "embed_dim", "widths", "filters", "dropout", "length", "epochs", "lr", "batch_size",
-         "seed", "static", "optimizer", "patience", "edge_pad", "min_count")
+         "seed", "static", "optimizer", "patience", "edge_pad", "min_count", "tfidf")
 
 
 class TextClassifier(ScikitLearnEstimator):
@@ -34,7 +34,7 @@ class TextClassifier(ScikitLearnEstimator):
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
                  filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
                  batch_size: int = 50, optimizer: str = "adam", patience: int = 8, edge_pad: bool = True,
-                 min_count: int = 1, task: str = "auto", loss: str = "auto", vectors: str | None = None,
+                 min_count: int = 1, tfidf: float = 0.5, task: str = "auto", loss: str = "auto", vectors: str | None = None,
                  static: bool = False, text_column: str | None = None, target_column: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
                  verbose: bool = False):
@@ -45,6 +45,7 @@ class TextClassifier(ScikitLearnEstimator):
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.threads, self.verbose = threads, verbose
         self.optimizer, self.patience, self.edge_pad, self.min_count = optimizer, patience, edge_pad, min_count
+        self.tfidf = tfidf  # the TF-IDF + logistic regression part's weight in the averaged probabilities; 0: none
 
     # --- fitting ------------------------------------------------------------------------------
 
@@ -93,18 +94,37 @@ class TextClassifier(ScikitLearnEstimator):
                              TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
                                              lr=self.lr or (1.0 if self.optimizer == "adadelta" else 2e-3),
                                              optimizer=self.optimizer, patience=self.patience), log=print if self.verbose else None)
-        if val:
-            from ..training.text import predict_text_scores
-
-            task.tune(predict_text_scores(self.network_, task, x_val), _targets(val))
         self.task_, self.history_ = task, fit.history
+        self.tfidf_ = self._fit_tfidf([s.text for s in train], _targets(train))
+        if val:
+            task.tune(self._scores([s.text for s in val], x_val), _targets(val))
         self.classes_ = np.array(task.labels) if task.has_classes else None
         self.metrics_ = {name: self._split_metrics(ds.subset(split))
                          for name, split in (("validation", "val"), ("test", "test")) if ds.subset(split)}
         self.fit_info_ = {"task": task.name, "task_reason": ds.task_reason, "best_epoch": fit.best_epoch,
                           "train_seconds": round(fit.seconds, 2), "vocabulary": len(self.vocabulary_),
                           "length": net_config.length, "counts": ds.counts(), "network": net_config.describe(),
-                          "vectors": vectors_info}
+                          "vectors": vectors_info, "tfidf": self._tfidf_info()}
+
+    def _fit_tfidf(self, texts: list[str], targets: list[str]):
+        """The TF-IDF + logistic regression part, for classes only (docs/text.md); None without it."""
+        from ..backbones.text_tfidf import TfidfLogistic
+
+        task = self.task_
+        if not self.tfidf or task.name not in ("binary", "multiclass"):
+            return None
+        if not 0 < self.tfidf <= 1:
+            raise HeadstartError(f"tfidf is the TF-IDF part's weight, in [0, 1]; got {self.tfidf}.")
+        y = task.index(targets)
+        if len(set(y.tolist())) < 2:
+            return None  # logistic regression needs two classes in the training split
+        return TfidfLogistic.fit(texts, y, len(task.labels))
+
+    def _tfidf_info(self) -> str:
+        if self.tfidf_ is None:
+            return "none: the CNN alone"
+        return (f"averaged with TF-IDF word 1-2-grams + character 2-5-grams, logistic regression "
+                f"(C {self.tfidf_.C:g}, {self.tfidf_.coef.shape[1]} n-grams), weight {self.tfidf:g}")
 
     def _load_vectors(self) -> dict:
         import torch
@@ -148,8 +168,15 @@ class TextClassifier(ScikitLearnEstimator):
 
         self._check()
         texts = _texts(texts)
+        return self._scores(texts, self._encoder()(texts))
+
+    def _scores(self, texts: list[str], ids: np.ndarray) -> np.ndarray:
+        from ..backbones.text_tfidf import blend
+        from ..training.text import predict_text_scores
+
         with _threads(self.threads):
-            return predict_text_scores(self.network_, self.task_, self._encoder()(texts))
+            cnn = predict_text_scores(self.network_, self.task_, ids)
+        return blend(cnn, self.tfidf_, texts, self.tfidf)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if not self.task_.has_classes and self.task_.name != "multilabel":
@@ -215,14 +242,14 @@ class TextClassifier(ScikitLearnEstimator):
         settings = {k: getattr(self, k) for k in SAVED}
         settings["widths"] = list(settings["widths"])
         config = {"estimator": settings, "metrics": self.metrics_, "fit_info": self.fit_info_}
-        c, state = text_folder(self.network_, self.vocabulary_, self.task_, config)
+        c, state = text_folder(self.network_, self.vocabulary_, self.task_, config, self.tfidf_)
         return save_folder(ModelFolder(c, state, extras=extras), path)
 
     @classmethod
     def from_saved(cls, saved, threads: int = 1, verbose: bool = False) -> "TextClassifier":
         c = saved.config
         est = cls(**{k: v for k, v in c.get("estimator", {}).items() if k in SAVED}, threads=threads, verbose=verbose)
-        est.network_, est.vocabulary_, est.task_ = saved.network, saved.vocabulary, saved.task
+        est.network_, est.vocabulary_, est.task_, est.tfidf_ = saved.network, saved.vocabulary, saved.task, saved.tfidf
         est.classes_ = np.array(saved.task.labels) if saved.task.has_classes else None
         est.metrics_, est.fit_info_, est.history_ = c.get("metrics", {}), c.get("fit_info", {}), []
         return est
