@@ -164,8 +164,6 @@ class TextClassifier(ScikitLearnEstimator):
 
     def predict_scores(self, texts: Sequence[str]) -> np.ndarray:
         """The task's scores (N, out_width): class probabilities, or numbers."""
-        from ..training.text import predict_text_scores
-
         self._check()
         texts = _texts(texts)
         return self._scores(texts, self._encoder()(texts))
