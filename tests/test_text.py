@@ -109,10 +109,10 @@ def test_the_tfidf_part_is_averaged_in_saved_without_pickle_and_loaded_the_same(
 
     clf, model, _ = text_model
     texts = ["film 3 was superb", "awful", "film 2 was terrible and short ."]
-    assert clf.tfidf_ is not None and clf.tfidf == 0.5 and "TF-IDF" in clf.fit_info_["tfidf"]
+    assert clf.tfidf_ is not None and clf.tfidf == 0.4 and "TF-IDF" in clf.fit_info_["tfidf"]
     assert clf.tfidf_.scores(["great", "boring"]).argmax(1).tolist() == [1, 0]  # alone, it already knows the words
     cnn = predict_text_scores(clf.network_, clf.task_, clf._encoder()(texts))
-    np.testing.assert_allclose(clf.predict_proba(texts), 0.5 * cnn + 0.5 * clf.tfidf_.scores(texts), atol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(texts), 0.6 * cnn + 0.4 * clf.tfidf_.scores(texts), atol=1e-6)
     saved = load_model(model)
     assert len(saved.config["tfidf"]["word"]) == clf.tfidf_.word.idf_.shape[0] > 0
     assert {k for k in saved.network.state_dict()} == {k for k in clf.network_.state_dict()}

@@ -30,7 +30,7 @@ class TfidfLogistic:
         self.coef, self.intercept = coef.astype(np.float32), intercept.astype(np.float32)  # (K, F), (K,)
 
     @classmethod
-    def fit(cls, texts: Sequence[str], y: Sequence[int], n_classes: int, C: float = 10.0) -> "TfidfLogistic":
+    def fit(cls, texts: Sequence[str], y: Sequence[int], n_classes: int, C: float = 30.0) -> "TfidfLogistic":
         """``y``: class indices in [0, n_classes). Every class needs a text (logistic regression's rule)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression

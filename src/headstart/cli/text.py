@@ -23,9 +23,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-dim", type=int, help="embedding size (default: TextClassifier's; --vectors sets it)")
     g.add_argument("--vectors", metavar="FILE", help="pretrained word vectors: word2vec (text or .bin) or GloVe")
     g.add_argument("--static", action="store_true", help="with --vectors: keep the vectors fixed (CNN-static)")
-    g.add_argument("--tfidf", type=float, default=0.5, metavar="WEIGHT",
+    g.add_argument("--tfidf", type=float, default=0.4, metavar="WEIGHT",
                    help="classes: average the CNN's probabilities with TF-IDF n-grams + logistic regression, "
-                        "this weight (default 0.5; 0: the CNN alone, which exports whole)")
+                        "this weight (default 0.4; 0: the CNN alone, which exports whole)")
 
 
 def is_text_data(args: argparse.Namespace) -> bool:

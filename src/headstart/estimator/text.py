@@ -34,7 +34,7 @@ class TextClassifier(ScikitLearnEstimator):
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
                  filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
                  batch_size: int = 50, optimizer: str = "adam", patience: int = 8, edge_pad: bool = True,
-                 min_count: int = 1, tfidf: float = 0.5, task: str = "auto", loss: str = "auto", vectors: str | None = None,
+                 min_count: int = 1, tfidf: float = 0.4, task: str = "auto", loss: str = "auto", vectors: str | None = None,
                  static: bool = False, text_column: str | None = None, target_column: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
                  verbose: bool = False):
