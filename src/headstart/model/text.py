@@ -59,7 +59,7 @@ def text_folder(network, vocabulary, task, config: dict, tfidf=None) -> tuple[di
 
 def load_text_model(folder) -> SavedTextModel:
     """A text model from a read ``ModelFolder`` (``load_model`` calls this for ``"kind": "text"``)."""
-    from ..backbones.text_cnn import TextCNN, TextCNNConfig
+    from ..backbones.text_cnn import TextCNNConfig, build_text_cnn
     from ..backbones.text_tfidf import TfidfLogistic, split_state
     from ..data.text import Vocabulary
     from ..tasks import task_from_dict
@@ -67,7 +67,7 @@ def load_text_model(folder) -> SavedTextModel:
     c = folder.config
     task = task_from_dict(c["task"])
     vocab = Vocabulary(list(c["vocabulary"]))
-    net = TextCNN(TextCNNConfig.from_dict(c["network"]), len(vocab), task.out_dim)
+    net = build_text_cnn(TextCNNConfig.from_dict(c["network"]), len(vocab), task.out_dim, task.output)
     cnn_state, tfidf_state = split_state(folder.head_state)
     net.load_state_dict(cnn_state)
     tfidf = TfidfLogistic.from_saved(c["tfidf"], tfidf_state) if c.get("tfidf") else None

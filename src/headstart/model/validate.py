@@ -205,14 +205,14 @@ def check_text_config(path: Path, config: dict) -> None:
 
 
 def expected_text(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
-    """The text CNN's tensors as config.json describes them, computed on the meta device."""
+    """The text model's tensors as config.json describes them (the CNNs on the meta device)."""
     import torch
 
-    from ..backbones.text_cnn import TextCNN, TextCNNConfig
+    from ..backbones.text_cnn import TextCNNConfig, build_text_cnn
     from ..backbones.text_tfidf import expected_tfidf
 
     with torch.device("meta"):
-        module = TextCNN(TextCNNConfig.from_dict(config["network"]), len(config["vocabulary"]),
-                         task_of(config).out_dim)
+        module = build_text_cnn(TextCNNConfig.from_dict(config["network"]), len(config["vocabulary"]),
+                                task_of(config).out_dim)
     tfidf = config.get("tfidf")
     return {**expected_of(module), **(expected_tfidf(tfidf, len(config["labels"])) if tfidf else {})}
