@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"{path} is missing: the data sets are expected at ../shared/datasets/text (see its README)")
             return 2
-        runs = LEVELS if args.levels else {"default CNN": {}, **(ABLATIONS if args.ablations else {})}
+        runs = LEVELS if args.levels else {"default (2 CNNs + TF-IDF)": {}, **(ABLATIONS if args.ablations else {})}
         results[name] = {label: run_child(_cnn, str(path), params) for label, params in runs.items()}
         if not (args.no_anchor or args.levels):
             results[name]["TF-IDF + logistic regression"] = run_child(_tfidf, str(path))
