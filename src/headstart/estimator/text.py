@@ -28,8 +28,10 @@ SAVED = ("level", "embed_dim", "widths", "filters", "dropout", "length", "epochs
 
 
 class TextClassifier(ScikitLearnEstimator):
-    """Texts -> a trained text CNN. ``fit`` takes a CSV path (``text`` and target columns, split
-    files beside it used as splits) or a list of texts with targets ``y``."""
+    """Texts -> trained text CNNs (``members`` seeds, probabilities averaged), averaged with a
+    TF-IDF + logistic regression part for classes (``tfidf``: its weight; docs/text.md). ``fit``
+    takes a CSV path (``text`` and target columns, split files beside it used as splits) or a
+    list of texts with targets ``y``."""
 
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
                  filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
