@@ -186,7 +186,7 @@ def test_cli_train_evaluate_predict_on_texts(tmp_path, capsys, text_model):
     assert main(["train", str(data), "--out", str(tmp_path / "w"), "--widths", "a,b", "--quiet"]) == 2
     assert main(["export", str(out)]) == 0 and (out / "model.onnx").is_file()
     printed = capsys.readouterr().out
-    assert "parity" in printed and "the CNN alone" in printed    # the TF-IDF part is not in the ONNX file
+    assert "parity" in printed and "the CNNs alone" in printed    # the TF-IDF part is not in the ONNX file
 
 
 def test_serve_answers_texts_and_refuses_bad_requests(text_model, tmp_path):
