@@ -36,8 +36,9 @@ class TextClassifier(ScikitLearnEstimator):
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
                  filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
                  batch_size: int = 50, optimizer: str = "adam", patience: int = 8, edge_pad: bool = True,
-                 min_count: int = 1, tfidf: float = 0.4, members: int = 2, task: str = "auto", loss: str = "auto", vectors: str | None = None,
-                 static: bool = False, text_column: str | None = None, target_column: str | None = None,
+                 min_count: int = 1, tfidf: float = 0.4, members: int = 2, task: str = "auto", loss: str = "auto",
+                 vectors: str | None = None, static: bool = False, text_column: str | None = None,
+                 target_column: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
                  verbose: bool = False):
         self.level, self.embed_dim, self.widths, self.filters = level, embed_dim, widths, filters
@@ -133,7 +134,7 @@ class TextClassifier(ScikitLearnEstimator):
         from ..backbones.text_tfidf import TfidfLogistic
 
         task = self.task_
-        if not self.tfidf or task.name not in ("binary", "multiclass"):
+        if not self.tfidf or not task.has_classes:
             return None
         if not 0 < self.tfidf <= 1:
             raise HeadstartError(f"tfidf is the TF-IDF part's weight, in [0, 1]; got {self.tfidf}.")
@@ -144,7 +145,7 @@ class TextClassifier(ScikitLearnEstimator):
 
     def _tfidf_info(self) -> str:
         if self.tfidf_ is None:
-            return "none: the CNN alone"
+            return "none: the CNNs alone"
         return (f"averaged with TF-IDF word 1-2-grams + character 2-5-grams, logistic regression "
                 f"(C {self.tfidf_.C:g}, {self.tfidf_.coef.shape[1]} n-grams), weight {self.tfidf:g}")
 
