@@ -19,7 +19,7 @@ from headstart.errors import HeadstartError
 from headstart.estimator.text import TextClassifier, load_text
 
 POS, NEG = ["great", "wonderful", "lovely", "superb"], ["awful", "terrible", "boring", "dull"]
-SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3), lr=3e-2)
+SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3), lr=3e-2, members=1)
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -36,7 +36,7 @@ def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
 def text_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("texts")
     data = write_csv(root / "reviews.csv", ["text", "label"], sentiment_rows(240))
-    clf = TextClassifier(**SMALL).fit(data)
+    clf = TextClassifier(**{**SMALL, "members": 2}).fit(data)  # the default's two CNNs and TF-IDF part
     return clf, clf.save(root / "model"), data
 
 
@@ -102,6 +102,49 @@ def test_text_classifier_learns_saves_and_loads_the_same_predictions(text_model)
     assert back.score(texts, ["positive", "negative"]) == 1.0
 
 
+def test_the_tfidf_part_is_averaged_in_saved_without_pickle_and_loaded_the_same(text_model):
+    import torch
+
+    from headstart.backbones.text_tfidf import PREFIX
+    from headstart.model.folder import load_model
+    from headstart.training.text import predict_text_scores
+
+    clf, model, _ = text_model
+    texts = ["film 3 was superb", "awful", "film 2 was terrible and short ."]
+    assert clf.tfidf_ is not None and clf.tfidf == 0.4 and "TF-IDF" in clf.fit_info_["tfidf"]
+    assert clf.tfidf_.scores(["great", "boring"]).argmax(1).tolist() == [1, 0]  # alone, it already knows the words
+    cnn = predict_text_scores(clf.network_, clf.task_, clf._encoder()(texts))
+    np.testing.assert_allclose(clf.predict_proba(texts), 0.6 * cnn + 0.4 * clf.tfidf_.scores(texts), atol=1e-6)
+    saved = load_model(model)
+    assert len(saved.config["tfidf"]["word"]) == clf.tfidf_.word.idf_.shape[0] > 0
+    assert {k for k in saved.network.state_dict()} == {k for k in clf.network_.state_dict()}
+    assert len(clf.network_.members) == 2 and len(clf.fit_info_["best_epochs"]) == 2
+    ids = torch.from_numpy(clf._encoder()(texts))
+    with torch.no_grad():                                    # the two seeds differ; the network is their mean
+        one, two = (m(ids) for m in clf.network_.members)
+        mean = (one.sigmoid() + two.sigmoid()) / 2              # binary: the mean of two probabilities
+        assert not torch.allclose(one, two) and torch.allclose(clf.network_(ids).sigmoid(), mean, atol=1e-6)
+    np.testing.assert_allclose(saved.scores(texts), clf.predict_proba(texts), atol=1e-6)
+    np.testing.assert_allclose(saved.tfidf.scores(texts), clf.tfidf_.scores(texts), atol=1e-6)
+    alone = TextClassifier(**{**SMALL, "epochs": 1}, tfidf=0).fit(*zip(*sentiment_rows(40)))
+    assert alone.tfidf_ is None and PREFIX not in str(alone.fit_info_)
+
+
+def test_an_ensemble_averages_its_members_probabilities_whatever_the_output():
+    import torch
+
+    from headstart.backbones.text_cnn import TextCNNConfig, build_text_cnn
+
+    config = TextCNNConfig(embed_dim=4, widths=(2,), filters=3, members=3)
+    ids = torch.randint(0, 9, (5, 6))
+    for output, act in (("softmax", lambda z: z.softmax(-1)), ("sigmoid", torch.sigmoid), ("raw", lambda z: z)):
+        torch.manual_seed(0)
+        net = build_text_cnn(config, vocab_size=9, out_dim=4, output=output).eval()
+        with torch.no_grad():
+            mean = torch.stack([act(m(ids)) for m in net.members]).mean(0)
+            assert torch.allclose(act(net(ids)), mean, atol=1e-5), output
+
+
 def test_static_vectors_stay_fixed_and_fine_tuned_ones_move(tmp_path):
     lines = [f"{w} " + " ".join(["0.5"] * 8) for w in POS] + [f"{w} " + " ".join(["-0.5"] * 8) for w in NEG]
     vec = tmp_path / "vec.txt"
@@ -142,7 +185,8 @@ def test_cli_train_evaluate_predict_on_texts(tmp_path, capsys, text_model):
     assert read_lines(lines) == ["a lovely film", "so boring"]
     assert main(["train", str(data), "--out", str(tmp_path / "w"), "--widths", "a,b", "--quiet"]) == 2
     assert main(["export", str(out)]) == 0 and (out / "model.onnx").is_file()
-    assert "parity" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "parity" in printed and "the CNNs alone" in printed    # the TF-IDF part is not in the ONNX file
 
 
 def test_serve_answers_texts_and_refuses_bad_requests(text_model, tmp_path):
@@ -197,7 +241,7 @@ def test_edge_padding_lets_the_widest_filter_see_the_first_word_alone():
     assert seen == {True: 1.0, False: 0.0}                   # only with Kim's zeros is there a sentence start
     old = TextCNNConfig.from_dict({"level": "word", "embed_dim": 4, "widths": [3], "filters": 2, "dropout": 0.5,
                                    "length": 9})
-    assert old.edge_pad is False                             # folders saved before keep their padding
+    assert old.edge_pad is False and old.members == 1       # folders saved before keep their padding, one CNN
 
 
 def test_an_unknown_optimiser_is_refused_with_the_choices():

@@ -67,7 +67,7 @@ def test_train_and_evaluate_write_a_text_report_with_confusion_per_class_and_wor
     write_csv(tmp_path / "test.csv", ["text", "label"], test)
     out = tmp_path / "model"
     assert main(["train", str(tmp_path / "train.csv"), "--out", str(out), "--epochs", "8", "--widths", "1,2",
-                 "--filters", "8", "--embed-dim", "16", "--quiet"]) == 0
+                 "--filters", "8", "--embed-dim", "16", "--members", "1", "--quiet"]) == 0
     page = _Tables()
     page.feed((out / "report.html").read_text(encoding="utf-8"))
     assert {"confusion-matrix", "per-class", "training-curves", "worst-predicted-sentences"} <= set(page.sections)

@@ -33,6 +33,7 @@ class TextCNNConfig:
     dropout: float = 0.5
     length: int = 0                          # padded length of a text in tokens; 0: from the training texts
     edge_pad: bool = True                    # Kim's zeros before and after: the widest filter sees the first word alone
+    members: int = 1                         # CNNs trained from different seeds, their outputs averaged
 
     def __post_init__(self):
         if self.level not in ("word", "char"):
@@ -41,6 +42,8 @@ class TextCNNConfig:
         if not widths or min(widths) < 1 or self.filters < 1 or self.embed_dim < 1:
             raise HeadstartError(f"a text CNN needs widths >= 1, filters >= 1 and embed_dim >= 1; got widths "
                                  f"{self.widths}, filters {self.filters}, embed_dim {self.embed_dim}.")
+        if not 1 <= int(self.members) <= 16:
+            raise HeadstartError(f"members is the number of CNNs averaged, 1 to 16; got {self.members}.")
         if not 0 <= self.dropout < 1:
             raise HeadstartError(f"dropout must be in [0, 1), got {self.dropout}.")
         object.__setattr__(self, "widths", widths)
@@ -55,7 +58,7 @@ class TextCNNConfig:
         return cls(**{"edge_pad": False, **d, "widths": tuple(d["widths"])})  # folders before edge_pad had none
 
     def describe(self) -> str:
-        return (f"{self.level} CNN: embeddings {self.embed_dim}, widths {','.join(map(str, self.widths))} x "
+        return (f"{self.members} x " if self.members > 1 else "") + (f"{self.level} CNN: embeddings {self.embed_dim}, widths {','.join(map(str, self.widths))} x "
                 f"{self.filters} filters, max-over-time pooling, dropout {self.dropout}")
 
 
@@ -95,3 +98,32 @@ class TextCNN(nn.Module):
         with torch.no_grad():
             self.embed.weight.copy_(vectors)
         self.embed.weight.requires_grad_(trainable)
+
+
+class TextCNNEnsemble(nn.Module):
+    """Several ``TextCNN`` of one shape, each trained from its own seed (seeds err on different
+    sentences), in one module so that an export holds them all. Their probabilities are averaged
+    (``output``: the task's "softmax" or "sigmoid"; on validation a little ahead of averaging
+    logits) and handed on as raw outputs the task turns back into those means; "raw": the mean."""
+
+    def __init__(self, members: list[TextCNN], output: str = "raw"):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.config, self.output = members[0].config, output
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        outs = torch.stack([m(ids) for m in self.members])                # (M, B, out_dim)
+        if self.output == "softmax":
+            return outs.softmax(-1).mean(0).clamp_min(1e-30).log()       # softmax(log p) = p
+        if self.output == "sigmoid":
+            p = outs.sigmoid().mean(0).clamp(1e-7, 1 - 1e-7)
+            return torch.log(p) - torch.log1p(-p)                         # sigmoid(logit p) = p
+        return outs.mean(0)
+
+
+def build_text_cnn(config: TextCNNConfig, vocab_size: int, out_dim: int, output: str = "raw") -> nn.Module:
+    """The network ``config`` describes: one ``TextCNN``, or ``config.members`` of them averaged;
+    ``output``: the task's (``Task.output``)."""
+    if config.members == 1:
+        return TextCNN(config, vocab_size, out_dim)
+    return TextCNNEnsemble([TextCNN(config, vocab_size, out_dim) for _ in range(config.members)], output)

@@ -59,6 +59,10 @@ def _export_text(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.model) / ("model.onnx" if args.format == "onnx" else "model.pt"))
     diff = export_text_model(saved, args.format, out, ["what is the capital of france ?", "a fine film", "x"])
     print(f"exported {args.format} to {out}  (parity {diff:.2e}; input: token ids from config.json's vocabulary)")
+    if saved.tfidf is not None:
+        print("note: the file holds the CNNs alone; this model also averages in its TF-IDF + logistic regression "
+              "part, which stays in the folder (headstart predict/serve use both), so the file's predictions "
+              "differ from them. For a file that is the whole model: headstart train DATA --tfidf 0")
     return 0
 
 

@@ -24,18 +24,21 @@ from ..errors import HeadstartError, NotFittedError
 from .sklearn_api import ScikitLearnEstimator
 
 SAVED = ("level", "embed_dim", "widths", "filters", "dropout", "length", "epochs", "lr", "batch_size",
-         "seed", "static", "optimizer", "patience", "edge_pad", "min_count")
+         "seed", "static", "optimizer", "patience", "edge_pad", "min_count", "tfidf", "members")
 
 
 class TextClassifier(ScikitLearnEstimator):
-    """Texts -> a trained text CNN. ``fit`` takes a CSV path (``text`` and target columns, split
-    files beside it used as splits) or a list of texts with targets ``y``."""
+    """Texts -> trained text CNNs (``members`` seeds, probabilities averaged), averaged with a
+    TF-IDF + logistic regression part for classes (``tfidf``: its weight; docs/text.md). ``fit``
+    takes a CSV path (``text`` and target columns, split files beside it used as splits) or a
+    list of texts with targets ``y``."""
 
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
                  filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
                  batch_size: int = 50, optimizer: str = "adam", patience: int = 8, edge_pad: bool = True,
-                 min_count: int = 1, task: str = "auto", loss: str = "auto", vectors: str | None = None,
-                 static: bool = False, text_column: str | None = None, target_column: str | None = None,
+                 min_count: int = 1, tfidf: float = 0.4, members: int = 2, task: str = "auto", loss: str = "auto",
+                 vectors: str | None = None, static: bool = False, text_column: str | None = None,
+                 target_column: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
                  verbose: bool = False):
         self.level, self.embed_dim, self.widths, self.filters = level, embed_dim, widths, filters
@@ -45,6 +48,8 @@ class TextClassifier(ScikitLearnEstimator):
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.threads, self.verbose = threads, verbose
         self.optimizer, self.patience, self.edge_pad, self.min_count = optimizer, patience, edge_pad, min_count
+        self.members = members  # CNNs from seeds seed, seed + 1, ... averaged
+        self.tfidf = tfidf  # the TF-IDF + logistic regression part's weight in the averaged probabilities; 0: none
 
     # --- fitting ------------------------------------------------------------------------------
 
@@ -67,65 +72,93 @@ class TextClassifier(ScikitLearnEstimator):
         return self
 
     def _fit_dataset(self, ds) -> None:
-        from ..backbones.text_cnn import TextCNN, TextCNNConfig
+        from ..backbones.text_cnn import TextCNNConfig
         from ..data.text import Vocabulary, fixed_length, tokenize
         from ..tasks import make_task
-        from ..training.text import TextTrainConfig, train_text_cnn
 
         train, val = ds.subset("train"), ds.subset("val")
         if not train:
             raise HeadstartError(f"{ds.source}: no texts in the training split. Add rows or lower the fractions.")
         tokens = [tokenize(s.text, self.level) for s in train]
         self.vocabulary_ = Vocabulary.build(tokens, self.min_count)
+        vectors, vectors_info = self._read_vectors() if self.vectors else (None, None)
+        if vectors is not None:
+            self.embed_dim = vectors.dim  # the vectors decide the embedding size
         net_config = TextCNNConfig(self.level, self.embed_dim, tuple(self.widths), self.filters, self.dropout,
                                    self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100),
-                                   self.edge_pad)
-        task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
-        import torch
-
-        torch.manual_seed(self.seed)  # the same seed, the same starting weights
-        self.network_ = TextCNN(net_config, len(self.vocabulary_), task.out_dim)
-        vectors_info = self._load_vectors() if self.vectors else None
-        encode = self._encoder()
-        x_val = encode([s.text for s in val]) if val else None
-        fit = train_text_cnn(self.network_, task, encode([s.text for s in train]), _targets(train),
-                             x_val, _targets(val) if val else None,
-                             TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
-                                             lr=self.lr or (1.0 if self.optimizer == "adadelta" else 2e-3),
-                                             optimizer=self.optimizer, patience=self.patience), log=print if self.verbose else None)
+                                   self.edge_pad, self.members)
+        self.task_ = task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
+        fits = self._fit_members(net_config, train, val, vectors)
+        self.history_ = fits[0].history
+        self.tfidf_ = self._fit_tfidf([s.text for s in train], _targets(train))
         if val:
-            from ..training.text import predict_text_scores
-
-            task.tune(predict_text_scores(self.network_, task, x_val), _targets(val))
-        self.task_, self.history_ = task, fit.history
+            task.tune(self._scores([s.text for s in val], self._encoder()([s.text for s in val])), _targets(val))
         self.classes_ = np.array(task.labels) if task.has_classes else None
         self.metrics_ = {name: self._split_metrics(ds.subset(split))
                          for name, split in (("validation", "val"), ("test", "test")) if ds.subset(split)}
-        self.fit_info_ = {"task": task.name, "task_reason": ds.task_reason, "best_epoch": fit.best_epoch,
-                          "train_seconds": round(fit.seconds, 2), "vocabulary": len(self.vocabulary_),
+        self.fit_info_ = {"task": task.name, "task_reason": ds.task_reason, "best_epoch": fits[0].best_epoch,
+                          "best_epochs": [f.best_epoch for f in fits],
+                          "train_seconds": round(sum(f.seconds for f in fits), 2), "vocabulary": len(self.vocabulary_),
                           "length": net_config.length, "counts": ds.counts(), "network": net_config.describe(),
-                          "vectors": vectors_info}
+                          "vectors": vectors_info, "tfidf": self._tfidf_info()}
 
-    def _load_vectors(self) -> dict:
+    def _fit_members(self, net_config, train, val, vectors) -> list:
+        """Train ``members`` CNNs, member i from seed ``seed + i``; ``network_`` averages them."""
         import torch
 
+        from ..backbones.text_cnn import TextCNN, TextCNNEnsemble
+        from ..data.text import tokenize
+        from ..training.text import TextTrainConfig, train_text_cnn
+
+        def encode(samples):
+            return self.vocabulary_.encode([tokenize(s.text, net_config.level) for s in samples], net_config.length)
+
+        x, x_val = encode(train), encode(val) if val else None
+        members, fits = [], []
+        for i in range(net_config.members):
+            torch.manual_seed(self.seed + i)  # the same seed, the same starting weights
+            net = TextCNN(net_config, len(self.vocabulary_), self.task_.out_dim)
+            if vectors is not None:
+                net.set_embeddings(torch.from_numpy(vectors.matrix), trainable=not self.static)
+            config = TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed + i,
+                                     lr=self.lr or (1.0 if self.optimizer == "adadelta" else 2e-3),
+                                     optimizer=self.optimizer, patience=self.patience)
+            fits.append(train_text_cnn(net, self.task_, x, _targets(train), x_val, _targets(val) if val else None,
+                                       config, log=print if self.verbose else None))
+            members.append(net)
+        self.network_ = members[0] if len(members) == 1 else TextCNNEnsemble(members, self.task_.output)
+        return fits
+
+    def _fit_tfidf(self, texts: list[str], targets: list[str]):
+        """The TF-IDF + logistic regression part, for classes only (docs/text.md); None without it."""
+        from ..backbones.text_tfidf import TfidfLogistic
+
+        task = self.task_
+        if not self.tfidf or not task.has_classes:
+            return None
+        if not 0 < self.tfidf <= 1:
+            raise HeadstartError(f"tfidf is the TF-IDF part's weight, in [0, 1]; got {self.tfidf}.")
+        y = task.index(targets)
+        if len(set(y.tolist())) < 2:
+            return None  # logistic regression needs two classes in the training split
+        return TfidfLogistic.fit(texts, y, len(task.labels))
+
+    def _tfidf_info(self) -> str:
+        if self.tfidf_ is None:
+            return "none: the CNNs alone"
+        return (f"averaged with TF-IDF word 1-2-grams + character 2-5-grams, logistic regression "
+                f"(C {self.tfidf_.C:g}, {self.tfidf_.coef.shape[1]} n-grams), weight {self.tfidf:g}")
+
+    def _read_vectors(self) -> tuple:
         from ..data.vectors import read_vectors
 
         if self.level != "word":
             raise HeadstartError("--vectors holds word vectors; it goes with the word level, not level='char'.")
         v = read_vectors(self.vectors, self.vocabulary_.tokens, self.seed)
-        if v.dim != self.embed_dim:
-            from ..backbones.text_cnn import TextCNN
-
-            self.embed_dim = v.dim  # the vectors decide the embedding size
-            c = self.network_.config
-            self.network_ = TextCNN(type(c)(c.level, v.dim, c.widths, c.filters, c.dropout, c.length, c.edge_pad),
-                                    len(self.vocabulary_), self.network_.out.out_features)
-        self.network_.set_embeddings(torch.from_numpy(v.matrix), trainable=not self.static)
         if self.verbose:
             print(v.describe(self.vectors))
-        return {"file": str(self.vectors), "found": v.found, "total": v.total, "dim": v.dim,
-                "static": bool(self.static)}
+        return v, {"file": str(self.vectors), "found": v.found, "total": v.total, "dim": v.dim,
+                   "static": bool(self.static)}
 
     def _split_metrics(self, samples) -> dict:
         return self._metrics([s.text for s in samples], [s.label for s in samples], [s.row for s in samples])
@@ -144,12 +177,17 @@ class TextClassifier(ScikitLearnEstimator):
 
     def predict_scores(self, texts: Sequence[str]) -> np.ndarray:
         """The task's scores (N, out_width): class probabilities, or numbers."""
-        from ..training.text import predict_text_scores
-
         self._check()
         texts = _texts(texts)
+        return self._scores(texts, self._encoder()(texts))
+
+    def _scores(self, texts: list[str], ids: np.ndarray) -> np.ndarray:
+        from ..backbones.text_tfidf import blend
+        from ..training.text import predict_text_scores
+
         with _threads(self.threads):
-            return predict_text_scores(self.network_, self.task_, self._encoder()(texts))
+            cnn = predict_text_scores(self.network_, self.task_, ids)
+        return blend(cnn, self.tfidf_, texts, self.tfidf)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if not self.task_.has_classes and self.task_.name != "multilabel":
@@ -215,14 +253,14 @@ class TextClassifier(ScikitLearnEstimator):
         settings = {k: getattr(self, k) for k in SAVED}
         settings["widths"] = list(settings["widths"])
         config = {"estimator": settings, "metrics": self.metrics_, "fit_info": self.fit_info_}
-        c, state = text_folder(self.network_, self.vocabulary_, self.task_, config)
+        c, state = text_folder(self.network_, self.vocabulary_, self.task_, config, self.tfidf_)
         return save_folder(ModelFolder(c, state, extras=extras), path)
 
     @classmethod
     def from_saved(cls, saved, threads: int = 1, verbose: bool = False) -> "TextClassifier":
         c = saved.config
         est = cls(**{k: v for k, v in c.get("estimator", {}).items() if k in SAVED}, threads=threads, verbose=verbose)
-        est.network_, est.vocabulary_, est.task_ = saved.network, saved.vocabulary, saved.task
+        est.network_, est.vocabulary_, est.task_, est.tfidf_ = saved.network, saved.vocabulary, saved.task, saved.tfidf
         est.classes_ = np.array(saved.task.labels) if saved.task.has_classes else None
         est.metrics_, est.fit_info_, est.history_ = c.get("metrics", {}), c.get("fit_info", {}), []
         return est

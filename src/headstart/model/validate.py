@@ -198,15 +198,21 @@ def check_text_config(path: Path, config: dict) -> None:
     except (HeadstartError, TypeError, ValueError) as e:
         raise _refuse(path, f"has a text network that cannot be built ({e})") from None
     _check_task(path, _section(path, config, "task", dict), _section(path, config, "labels", list))
+    tfidf = _section(path, config, "tfidf", dict, required=False)
+    if tfidf and not (all(isinstance(tfidf.get(k), list) and all(isinstance(t, str) for t in tfidf[k])
+                                      for k in ("word", "char")) and isinstance(tfidf.get("C"), (int, float))):
+        raise _refuse(path, "has a 'tfidf' part that is not word and char n-gram lists of strings with a number C")
 
 
 def expected_text(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
-    """The text CNN's tensors as config.json describes them, computed on the meta device."""
+    """The text model's tensors as config.json describes them (the CNNs on the meta device)."""
     import torch
 
-    from ..backbones.text_cnn import TextCNN, TextCNNConfig
+    from ..backbones.text_cnn import TextCNNConfig, build_text_cnn
+    from ..backbones.text_tfidf import expected_tfidf
 
     with torch.device("meta"):
-        module = TextCNN(TextCNNConfig.from_dict(config["network"]), len(config["vocabulary"]),
-                         task_of(config).out_dim)
-    return expected_of(module)
+        module = build_text_cnn(TextCNNConfig.from_dict(config["network"]), len(config["vocabulary"]),
+                                task_of(config).out_dim)
+    tfidf = config.get("tfidf")
+    return {**expected_of(module), **(expected_tfidf(tfidf, len(config["labels"])) if tfidf else {})}

@@ -20,6 +20,7 @@ class Task:
     numeric: ClassVar[bool] = False               # a number per image (continuous, count)
     headline: ClassVar[str] = "accuracy"          # the metric ``ImageClassifier.score`` returns
     selection_name: ClassVar[str] = "accuracy"    # what ``selection_score`` measures, in words
+    output: ClassVar[str] = "raw"                 # what ``activate`` applies: "softmax", "sigmoid" or "raw"
 
     def parse(self, raw) -> object:
         """One raw target (a CSV cell, a folder name, a Python value) -> the task's value;

@@ -17,6 +17,7 @@ class Multiclass(Task):
 
     name = "multiclass"
     has_classes = True
+    output = "softmax"
 
     def __init__(self, labels: Sequence[str] = ()):
         self.labels = list(labels)
@@ -112,6 +113,7 @@ class Binary(Multiclass):
     is tuned on the validation split (balanced accuracy), not fixed at 0.5."""
 
     name = "binary"
+    output = "sigmoid"
 
     MIN_PER_CLASS = 10  # validation images of each class below which no threshold is tuned
 

@@ -17,6 +17,7 @@ class Multilabel(Task):
     validation split (best F1). A target is a set of labels; in text, ``cat|dog`` (empty: none)."""
 
     name = "multilabel"
+    output = "sigmoid"
     headline = "micro_f1"
     selection_name = "mean average precision"
 
