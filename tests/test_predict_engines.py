@@ -80,3 +80,14 @@ def test_the_server_runs_onnx_runtime_without_its_arena_unless_told_openvino(tra
     served = Predictor(load(model_dir, engine="auto")).engine
     assert served.name == "onnxruntime" and served.session.get_session_options().enable_cpu_mem_arena is False
     assert Predictor(load(model_dir, engine="openvino")).engine.name == "openvino"
+
+
+def test_a_fitted_classifier_keeps_no_dropout_bank(class_folder):
+    # The bank (8,192 masks x features) is training state: a served or taught model kept ~60 MB of it.
+    from headstart import ImageClassifier
+    from headstart.heads import BankDropout
+
+    clf = ImageClassifier(backbone="efficientnet_lite0", val_fraction=0.2, test_fraction=0.0, epochs=2).fit(class_folder)
+    banks = [m for m in clf.head_.modules() if isinstance(m, BankDropout)]
+    assert banks and all(m._bank is None for m in banks)
+    assert len(clf.predict(class_folder)) > 0

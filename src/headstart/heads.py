@@ -38,6 +38,14 @@ class BankDropout(nn.Module):
         return x * self._bank[rows]
 
 
+def release_dropout_banks(model: nn.Module) -> None:
+    """A trained model only predicts: its dropout banks go (8,192 masks, ~60 MB for 1,904 features;
+    a further training step draws a new one)."""
+    for m in model.modules():
+        if isinstance(m, BankDropout):
+            m._bank = None
+
+
 class Head(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, kind: str = "mlp", hidden: int = 512,
                  input_dropout: float = 0.2, dropout: float = 0.25):

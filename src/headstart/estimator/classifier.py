@@ -171,8 +171,11 @@ class ImageClassifier(ScikitLearnEstimator):
                         self._log if self.verbose and not getattr(self, "_rank", 0) else None, dist=dist, loop=loop)
 
     def _keep(self, fitted: Fitted) -> ImageClassifier:
-        """Take the learned state; a finished fit needs its checkpoint no more."""
+        """Take the learned state; a finished fit needs its checkpoint and dropout banks no more."""
+        from ..heads import release_dropout_banks
+
         self.backbone_, self.head_, self.task_ = fitted.backbone, fitted.head, fitted.task
+        release_dropout_banks(self.head_)
         self.classes_ = fitted.classes
         self.head_config_, self.history_, self.metrics_ = fitted.head_config, fitted.history, fitted.metrics
         self.fit_info_, self.dataset_, self.skipped_ = fitted.info, fitted.dataset, fitted.skipped

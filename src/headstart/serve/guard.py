@@ -14,7 +14,8 @@
 - ``SizeTokenGuard`` (ASGI middleware): the token, the body size (declared and counted), the
   body's bytes inside the ``Budget`` as they arrive, and the receive deadline, answered before
   the body is read where possible.
-- ``release_memory``: hands freed heap pages back to the system once nothing is in flight.
+- ``release_memory``: hands freed heap pages back to the system once nothing is in flight;
+  ``fix_mmap_threshold`` keeps large buffers out of the heap in the first place.
 """
 
 from __future__ import annotations
@@ -194,20 +195,36 @@ def client_of(scope) -> str:
 
 
 _libc = None
+M_MMAP_THRESHOLD = -3     # mallopt's parameter number (glibc's malloc.h)
+MMAP_THRESHOLD = 256 * 1024
 
 
-def release_memory() -> None:
-    """glibc keeps freed memory in its per-thread arenas; ``malloc_trim`` returns it (a no-op elsewhere)."""
+def _glibc():
+    """glibc's malloc functions, or False (musl, macOS: no ``malloc_trim``)."""
     global _libc
     if _libc is None:
         name = ctypes.util.find_library("c")
         try:
             _libc = ctypes.CDLL(name) if name else False
-            _libc and _libc.malloc_trim  # noqa: B018 (musl, macOS: no malloc_trim)
+            _libc and _libc.malloc_trim and _libc.mallopt  # noqa: B018
         except (OSError, AttributeError):
             _libc = False
-    if _libc:
+    return _libc
+
+
+def release_memory() -> None:
+    """glibc keeps freed memory in its per-thread arenas; ``malloc_trim`` returns it (a no-op elsewhere)."""
+    if _glibc():
         _libc.malloc_trim(0)
+
+
+def fix_mmap_threshold() -> bool:
+    """Serve every block of 256 KB and more from its own mapping, given back when freed.
+
+    glibc raises its threshold up to 32 MB each time such a block is freed, so after a teach job
+    (or the first batches) the engines' multi-MB buffers land in the heap, where a few live
+    objects keep their pages: ~0.1 GB held for good (docs/benchmarks.md). False where not glibc."""
+    return bool(_glibc() and _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 class SizeTokenGuard:

@@ -80,6 +80,9 @@ class GuardedH11Protocol(H11Protocol):
 def run(app, *, host: str, port: int, idle_timeout: float, max_connections: int) -> None:
     import uvicorn
 
+    from .guard import fix_mmap_threshold
+
+    fix_mmap_threshold()  # before the first batch: large buffers never settle in the heap
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 http=partial(GuardedH11Protocol, idle_timeout=idle_timeout, max_connections=max_connections),
                 # longer than clients' usual 5 s idle expiry, so a client never reuses a

@@ -10,6 +10,7 @@ a second request while one runs is answered 409 with what is running.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import re
@@ -120,6 +121,7 @@ class TeachJobs:
     def _run(self, job: Job, job_dir: Path) -> None:
         from ..backbones.engines import OnnxEngine
         from ..estimator import ImageClassifier
+        from .guard import release_memory
         from .predictor import serving_engine
 
         t0 = time.perf_counter()
@@ -156,6 +158,8 @@ class TeachJobs:
         finally:
             job.seconds = round(time.perf_counter() - t0, 2)
             OnnxEngine.close_arena_sessions()  # extraction's arena would stay at its largest batch
+            gc.collect()  # the fit's cycles (torch modules, the losing candidates), then their pages
+            release_memory()
 
     def _forget_old(self) -> None:
         with self._lock:
