@@ -19,7 +19,8 @@ class BankDropout(nn.Module):
     Same expectation and per-unit keep rate as ``nn.Dropout``; each sample gets a random mask
     row: drawing fresh Bernoulli noise every step was a large share of the head's training time
     on a CPU, picking bank rows is cheap. The bank is drawn from torch's global generator, so
-    seeded runs stay reproducible.
+    seeded runs stay reproducible, and kept in the input's dtype (in bfloat16, 1 / (1 - p) is
+    rounded by at most 0.4 %).
     """
 
     BANK = 8192
@@ -34,6 +35,8 @@ class BankDropout(nn.Module):
             return x
         if self._bank is None or self._bank.shape[1] != x.shape[1]:  # kept units, pre-scaled by 1 / (1 - p)
             self._bank = (torch.rand(self.BANK, x.shape[1]) >= self.p).float() * (1.0 / (1.0 - self.p))
+        if self._bank.dtype != x.dtype:
+            self._bank = self._bank.to(x.dtype)
         rows = torch.randint(0, self.BANK, (x.shape[0],))
         return x * self._bank[rows]
 
