@@ -99,8 +99,8 @@ def fit_head(task: Task, x: np.ndarray, targets, config: HeadConfig = HeadConfig
         for i in range(0, len(X), batch):
             b = order[i:i + batch]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # weights stay float32
-                raw = head.net(Xs[b])
-            loss = task.loss(raw.float(), Y[b], config.label_smoothing)
+                raw = head.net(Xs.index_select(0, b))  # several times faster than Xs[b]
+            loss = task.loss(raw.float(), Y.index_select(0, b), config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
