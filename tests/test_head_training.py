@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from headstart.tasks import Binary, Multiclass, task_from_dict
 from headstart.training.head import (
@@ -109,3 +110,11 @@ def test_the_log_says_which_epoch_was_kept_and_why():
         "last epoch kept: epoch 2 scored 0.9000, within the noise of 27 validation images"
     rows[-1]["val_score"] = 0.95
     assert kept_epoch(FitResult(None, HeadConfig(), rows, 0.95, 3), 3, 27) == "last epoch (3) kept, the best on validation"
+
+
+def test_a_head_trained_in_bfloat16_keeps_float32_weights_and_learns():
+    task = Multiclass(["ant", "bee"])
+    x, y = _noisy(200, 5, signal=2.0)
+    fit = fit_head(task, x, y, HeadConfig(epochs=5, bf16="on"))
+    assert {v.dtype for v in fit.head.state_dict().values()} == {torch.float32}  # saved and served in float32
+    assert task.selection_score(predict_scores(task, fit.head, x), y) > 0.9

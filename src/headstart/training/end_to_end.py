@@ -53,6 +53,7 @@ from ..heads import BankDropout, Head, Predictor
 from ..tasks import Task
 from .checkpoint import Checkpoint
 from .distributed import ProcessGroup, is_distributed
+from .precision import use_bf16
 from .schedule import warmup_cosine
 
 ZOOM_MIN_SIZE = 64  # px: from this input size on, images are treated as photos (random zoom)
@@ -253,7 +254,7 @@ def _set_up(backbone, task: Task, x_train: np.ndarray, y_train: Sequence, config
     # one process: one generator for shuffle and augmentation; under DDP each rank its own augmentations
     aug_gen = gen if dist is None else torch.Generator().manual_seed(config.seed * 1000 + rank)
     device = dist.device() if dist is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    bf16 = _use_bf16(config.bf16, device)
+    bf16 = use_bf16(config.bf16, device)
     torch.set_num_threads(_threads(config.threads))
     head = Head(backbone.feature_dim, task.out_dim, "linear", input_dropout=config.dropout)
     model = Predictor(backbone, head).to(device, memory_format=torch.channels_last)
@@ -402,16 +403,6 @@ def predict_scores(model: Predictor, task: Task, x: np.ndarray, bf16: bool = Fal
             outs.append(model(xb).float().cpu().numpy())
     raw = np.concatenate(outs) if outs else np.zeros((0, task.out_dim), np.float32)
     return task.activate(raw)
-
-
-def _use_bf16(setting: str, device: torch.device) -> bool:
-    if setting not in ("auto", "on", "off"):
-        raise HeadstartError(f"bf16 must be 'auto', 'on' or 'off', got {setting!r}")
-    if setting != "auto":
-        return setting == "on"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _threads(setting: int) -> int:
