@@ -118,3 +118,29 @@ def test_a_head_trained_in_bfloat16_keeps_float32_weights_and_learns():
     fit = fit_head(task, x, y, HeadConfig(epochs=5, bf16="on"))
     assert {v.dtype for v in fit.head.state_dict().values()} == {torch.float32}  # saved and served in float32
     assert task.selection_score(predict_scores(task, fit.head, x), y) > 0.9
+
+
+@pytest.mark.parametrize("fused_kernel", [True, False])
+def test_the_heads_optimiser_gives_torch_adamw_with_the_warmup_cosine_schedule(fused_kernel, monkeypatch):
+    from headstart.training.head import ScheduledAdamW
+    from headstart.training.schedule import warmup_cosine
+
+    torch.manual_seed(0)
+    ours = [torch.randn(40, 24, requires_grad=True), torch.randn(24, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    ref = torch.optim.AdamW(theirs, lr=3e-3, weight_decay=0.5, fused=True)
+    sched = warmup_cosine(ref, 30, warmup=0.1)
+    if not fused_kernel:  # an older torch without the kernel: torch.optim does the work
+        monkeypatch.setattr("headstart.training.head._FUSED_ADAMW", None)
+    opt = ScheduledAdamW(ours, 3e-3, 0.5, 30)
+    for _ in range(30):
+        grads = [torch.randn_like(p) for p in ours]
+        opt.zero_grad()
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+        sched.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=0, atol=0) if fused_kernel else torch.testing.assert_close(p, q)
+    assert not torch.equal(ours[0], torch.randn(40, 24))  # the weights moved
