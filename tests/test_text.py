@@ -16,7 +16,7 @@ from headstart.cli.main import main
 from headstart.data.text import Vocabulary, read_lines, read_texts, split_files, tokenize
 from headstart.data.vectors import read_vectors
 from headstart.errors import HeadstartError
-from headstart.estimator.text import TextClassifier, load_text
+from headstart.estimator.text import MAX_MEMBERS, TextClassifier, load_text
 
 POS, NEG = ["great", "wonderful", "lovely", "superb"], ["awful", "terrible", "boring", "dull"]
 SMALL = dict(embed_dim=16, filters=8, epochs=10, widths=(2, 3), lr=3e-2, members=1)
@@ -128,6 +128,20 @@ def test_the_tfidf_part_is_averaged_in_saved_without_pickle_and_loaded_the_same(
     np.testing.assert_allclose(saved.tfidf.scores(texts), clf.tfidf_.scores(texts), atol=1e-6)
     alone = TextClassifier(**{**SMALL, "epochs": 1}, tfidf=0).fit(*zip(*sentiment_rows(40)))
     assert alone.tfidf_ is None and PREFIX not in str(alone.fit_info_)
+
+
+def test_the_cpu_budget_decides_how_many_cnns_unless_members_is_given():
+    rows = list(zip(*sentiment_rows(40)))
+    tiny = dict(SMALL, epochs=1, members=None)
+    one = TextClassifier(**tiny, budget=1e-6).fit(*rows)     # no room for a second: one CNN, and why
+    assert one.fit_info_["members"]["trained"] == 1 and one.network_.config.members == 1
+    assert "budget" in one.fit_info_["members"]["reason"]
+    many = TextClassifier(**tiny, budget=1e6).fit(*rows)     # room for all: the ceiling
+    assert many.fit_info_["members"]["trained"] == MAX_MEMBERS == len(many.network_.members)
+    given = TextClassifier(**{**tiny, "members": 2}, budget=1e-6).fit(*rows)  # members wins over the budget
+    assert given.fit_info_["members"]["trained"] == 2 and given.network_.config.members == 2
+    with pytest.raises(HeadstartError, match="budget.*got 0"):
+        TextClassifier(**tiny, budget=0).fit(*rows)
 
 
 def test_an_ensemble_averages_its_members_probabilities_whatever_the_output():

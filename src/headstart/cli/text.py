@@ -23,8 +23,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-dim", type=int, help="embedding size (default: TextClassifier's; --vectors sets it)")
     g.add_argument("--vectors", metavar="FILE", help="pretrained word vectors: word2vec (text or .bin) or GloVe")
     g.add_argument("--static", action="store_true", help="with --vectors: keep the vectors fixed (CNN-static)")
-    g.add_argument("--members", type=int, default=2, metavar="N",
-                   help="CNNs trained from seeds SEED, SEED+1, ..., their outputs averaged (default 2)")
+    g.add_argument("--members", type=int, metavar="N",
+                   help="CNNs trained from seeds SEED, SEED+1, ..., their outputs averaged (default: as many as "
+                        "fit --budget, 1 to 5)")
     g.add_argument("--tfidf", type=float, default=0.4, metavar="WEIGHT",
                    help="classes: average the CNN's probabilities with TF-IDF n-grams + logistic regression, "
                         "this weight (default 0.4; 0: the CNN alone, which exports whole)")
@@ -55,7 +56,8 @@ def run_train(args: argparse.Namespace) -> int:
         widths = tuple(int(w) for w in str(args.widths).split(","))
     except ValueError:
         raise HeadstartError(f"--widths must be whole numbers separated by commas, e.g. 3,4,5; got {args.widths!r}.") from None
-    given = {k: v for k, v in (("embed_dim", args.embed_dim), ("epochs", args.epochs)) if v}  # else the estimator's
+    given = {k: v for k, v in (("embed_dim", args.embed_dim), ("epochs", args.epochs), ("budget", args.budget))
+             if v}  # else the estimator's
     clf = TextClassifier(level=args.level, widths=widths, filters=args.filters, **given, task=args.task,
                          loss=args.loss, vectors=args.vectors, tfidf=args.tfidf, members=args.members,
                          static=args.static, text_column=args.text_column, target_column=args.target_column,
@@ -66,6 +68,7 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"task: {clf.fit_info_['task']} ({clf.fit_info_['task_reason']})")
     print(f"network: {clf.fit_info_['network']}; vocabulary {clf.fit_info_['vocabulary']} tokens, "
           f"padded to {clf.fit_info_['length']}")
+    print(f"CNNs averaged: {clf.fit_info_['members']['trained']} ({clf.fit_info_['members']['reason']})")
     print(f"TF-IDF part: {clf.fit_info_['tfidf']}")
     if clf.fit_info_.get("vectors"):
         v = clf.fit_info_["vectors"]

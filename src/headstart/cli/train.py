@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "efficientnet_lite2, input size and feature stages chosen on the validation split")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="with --backbone auto: seconds to spend trying source models, cheapest first (default: "
-                        "about what a linear probe takes on these images; cached features make trying again cheap)")
+                        "about what a linear probe takes on these images; cached features make trying again cheap); "
+                        "texts: CPU-seconds that decide how many CNNs are averaged (default 300)")
     p.add_argument("--weights", help="local weights file for a timm backbone (safetensors or state dict)")
     p.add_argument("--head", choices=["mlp", "linear"], default="mlp",
                    help="mlp (default: a small MLP, more accurate) or linear (retrain.py's single softmax layer)")

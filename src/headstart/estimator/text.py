@@ -24,23 +24,26 @@ from ..errors import HeadstartError, NotFittedError
 from .sklearn_api import ScikitLearnEstimator
 
 SAVED = ("level", "embed_dim", "widths", "filters", "dropout", "length", "epochs", "lr", "batch_size",
-         "seed", "static", "optimizer", "patience", "edge_pad", "min_count", "tfidf", "members")
+         "seed", "static", "optimizer", "patience", "edge_pad", "min_count", "tfidf", "members", "budget")
+MAX_MEMBERS = 5  # the budget rule's ceiling: past a few seeds the average barely moves
 
 
 class TextClassifier(ScikitLearnEstimator):
-    """Texts -> trained text CNNs (``members`` seeds, probabilities averaged), averaged with a
-    TF-IDF + logistic regression part for classes (``tfidf``: its weight; docs/text.md). ``fit``
+    """Texts -> trained text CNNs (seeds ``seed``, ``seed + 1``, ...; probabilities averaged), averaged
+    with a TF-IDF + logistic regression part for classes (``tfidf``: its weight; docs/text.md). The
+    CNNs are trained one after another while one more fits in ``budget`` CPU-seconds (1 to 5;
+    ``members``: exactly that many). ``fit``
     takes a CSV path (``text`` and target columns, split files beside it used as splits) or a
     list of texts with targets ``y``."""
 
     def __init__(self, level: str = "word", embed_dim: int = 128, widths: Sequence[int] = (3, 4, 5),
                  filters: int = 100, dropout: float = 0.5, length: int = 0, epochs: int = 25, lr: float | None = None,
                  batch_size: int = 50, optimizer: str = "adam", patience: int = 8, edge_pad: bool = True,
-                 min_count: int = 1, tfidf: float = 0.4, members: int = 2, task: str = "auto", loss: str = "auto",
+                 min_count: int = 1, tfidf: float = 0.4, members: int | None = None, task: str = "auto", loss: str = "auto",
                  vectors: str | None = None, static: bool = False, text_column: str | None = None,
                  target_column: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, threads: int = 1,
-                 verbose: bool = False):
+                 verbose: bool = False, budget: float = 300.0):
         self.level, self.embed_dim, self.widths, self.filters = level, embed_dim, widths, filters
         self.dropout, self.length, self.epochs, self.lr, self.batch_size = dropout, length, epochs, lr, batch_size
         self.task, self.loss, self.vectors, self.static = task, loss, vectors, static
@@ -48,7 +51,8 @@ class TextClassifier(ScikitLearnEstimator):
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.threads, self.verbose = threads, verbose
         self.optimizer, self.patience, self.edge_pad, self.min_count = optimizer, patience, edge_pad, min_count
-        self.members = members  # CNNs from seeds seed, seed + 1, ... averaged
+        self.members = members  # CNNs from seeds seed, seed + 1, ... averaged; None: as many as fit the budget
+        self.budget = budget  # CPU-seconds for the whole fit that decide how many CNNs are trained
         self.tfidf = tfidf  # the TF-IDF + logistic regression part's weight in the averaged probabilities; 0: none
 
     # --- fitting ------------------------------------------------------------------------------
@@ -57,7 +61,7 @@ class TextClassifier(ScikitLearnEstimator):
         """Train on a CSV path, or on texts ``X`` with targets ``y``; score validation and test splits."""
         from ..data.text import read_texts
 
-        start = time.perf_counter()
+        start, self._cpu_start = time.perf_counter(), time.process_time()
         if isinstance(X, (str, os.PathLike)):
             if y is not None:
                 raise HeadstartError("fit(path, y): give the targets in the CSV's target column, not as y.")
@@ -86,11 +90,11 @@ class TextClassifier(ScikitLearnEstimator):
             self.embed_dim = vectors.dim  # the vectors decide the embedding size
         net_config = TextCNNConfig(self.level, self.embed_dim, tuple(self.widths), self.filters, self.dropout,
                                    self.length or fixed_length(tokens, cap=400 if self.level == "char" else 100),
-                                   self.edge_pad, self.members)
+                                   self.edge_pad, self.members or 1)
         self.task_ = task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
-        fits = self._fit_members(net_config, train, val, vectors)
+        self.tfidf_ = self._fit_tfidf([s.text for s in train], _targets(train))  # first: the budget counts it
+        fits, members_info = self._fit_members(net_config, train, val, vectors)
         self.history_ = fits[0].history
-        self.tfidf_ = self._fit_tfidf([s.text for s in train], _targets(train))
         if val:
             task.tune(self._scores([s.text for s in val], self._encoder()([s.text for s in val])), _targets(val))
         self.classes_ = np.array(task.labels) if task.has_classes else None
@@ -99,11 +103,16 @@ class TextClassifier(ScikitLearnEstimator):
         self.fit_info_ = {"task": task.name, "task_reason": ds.task_reason, "best_epoch": fits[0].best_epoch,
                           "best_epochs": [f.best_epoch for f in fits],
                           "train_seconds": round(sum(f.seconds for f in fits), 2), "vocabulary": len(self.vocabulary_),
-                          "length": net_config.length, "counts": ds.counts(), "network": net_config.describe(),
+                          "length": net_config.length, "counts": ds.counts(),
+                          "network": self.network_.config.describe(), "members": members_info,
                           "vectors": vectors_info, "tfidf": self._tfidf_info()}
 
-    def _fit_members(self, net_config, train, val, vectors) -> list:
-        """Train ``members`` CNNs, member i from seed ``seed + i``; ``network_`` averages them."""
+    def _fit_members(self, net_config, train, val, vectors) -> tuple[list, dict]:
+        """Train CNNs one after another, member i from seed ``seed + i``; ``network_`` averages them.
+        How many: ``members``, or while the CPU time so far plus the costliest member yet stays
+        within ``budget`` (at least 1, at most ``MAX_MEMBERS``)."""
+        from dataclasses import replace
+
         import torch
 
         from ..backbones.text_cnn import TextCNN, TextCNNEnsemble
@@ -114,8 +123,9 @@ class TextClassifier(ScikitLearnEstimator):
             return self.vocabulary_.encode([tokenize(s.text, net_config.level) for s in samples], net_config.length)
 
         x, x_val = encode(train), encode(val) if val else None
-        members, fits = [], []
-        for i in range(net_config.members):
+        members, fits, costs = [], [], []
+        while self._another_member(costs):
+            i, cpu = len(members), time.process_time()
             torch.manual_seed(self.seed + i)  # the same seed, the same starting weights
             net = TextCNN(net_config, len(self.vocabulary_), self.task_.out_dim)
             if vectors is not None:
@@ -126,8 +136,32 @@ class TextClassifier(ScikitLearnEstimator):
             fits.append(train_text_cnn(net, self.task_, x, _targets(train), x_val, _targets(val) if val else None,
                                        config, log=print if self.verbose else None))
             members.append(net)
+            costs.append(time.process_time() - cpu)
+        for net in members:
+            net.config = replace(net_config, members=len(members))  # what the folder rebuilds
         self.network_ = members[0] if len(members) == 1 else TextCNNEnsemble(members, self.task_.output)
-        return fits
+        return fits, self._members_info(costs)
+
+    def _another_member(self, costs: list[float]) -> bool:
+        if self.members is not None:
+            return len(costs) < self.members
+        if not self.budget or self.budget <= 0:
+            raise HeadstartError(f"budget is the CPU-seconds a fit may spend on its CNNs, above 0; got {self.budget}.")
+        spent = time.process_time() - self._cpu_start
+        return not costs or (len(costs) < MAX_MEMBERS and spent + max(costs) <= self.budget)
+
+    def _members_info(self, costs: list[float]) -> dict:
+        """How many CNNs were trained and why (config.json's ``fit_info.members``)."""
+        n, spent = len(costs), time.process_time() - self._cpu_start
+        if self.members is not None:
+            reason = f"members={n}, given"
+        elif n == MAX_MEMBERS:
+            reason = f"the most the budget rule trains ({MAX_MEMBERS}), {spent:.0f} of {self.budget:g} CPU-s spent"
+        else:
+            reason = (f"one more (~{max(costs):.0f} CPU-s) would take the fit past its {self.budget:g} CPU-second "
+                      f"budget ({spent:.0f} spent)")
+        return {"trained": n, "reason": reason, "budget_cpu_s": self.budget,
+                "member_cpu_s": [round(c, 1) for c in costs]}
 
     def _fit_tfidf(self, texts: list[str], targets: list[str]):
         """The TF-IDF + logistic regression part, for classes only (docs/text.md); None without it."""
