@@ -93,10 +93,14 @@ class TextClassifier(ScikitLearnEstimator):
                                    self.edge_pad, self.members or 1)
         self.task_ = task = make_task(ds.task_name, self.loss).fit_targets(_targets(train))
         self.tfidf_ = self._fit_tfidf([s.text for s in train], _targets(train))  # first: the budget counts it
-        fits, members_info = self._fit_members(net_config, train, val, vectors)
+        x = self.vocabulary_.encode(tokens, net_config.length)  # the training texts, tokenized once
+        val_texts = [s.text for s in val]
+        x_val = self._encoder(net_config)(val_texts) if val else None
+        fits, members_info = self._fit_members(net_config, x, _targets(train), x_val,
+                                               _targets(val) if val else None, vectors)
         self.history_ = fits[0].history
         if val:
-            task.tune(self._scores([s.text for s in val], self._encoder()([s.text for s in val])), _targets(val))
+            task.tune(self._scores(val_texts, x_val), _targets(val))
         self.classes_ = np.array(task.labels) if task.has_classes else None
         self.metrics_ = {name: self._split_metrics(ds.subset(split))
                          for name, split in (("validation", "val"), ("test", "test")) if ds.subset(split)}
@@ -107,7 +111,7 @@ class TextClassifier(ScikitLearnEstimator):
                           "network": self.network_.config.describe(), "members": members_info,
                           "vectors": vectors_info, "tfidf": self._tfidf_info()}
 
-    def _fit_members(self, net_config, train, val, vectors) -> tuple[list, dict]:
+    def _fit_members(self, net_config, x, y, x_val, y_val, vectors) -> tuple[list, dict]:
         """Train CNNs one after another, member i from seed ``seed + i``; ``network_`` averages them.
         How many: ``members``, or while the CPU time so far plus the costliest member yet stays
         within ``budget`` (at least 1, at most ``MAX_MEMBERS``)."""
@@ -116,13 +120,8 @@ class TextClassifier(ScikitLearnEstimator):
         import torch
 
         from ..backbones.text_cnn import TextCNN, TextCNNEnsemble
-        from ..data.text import tokenize
         from ..training.text import TextTrainConfig, train_text_cnn
 
-        def encode(samples):
-            return self.vocabulary_.encode([tokenize(s.text, net_config.level) for s in samples], net_config.length)
-
-        x, x_val = encode(train), encode(val) if val else None
         members, fits, costs = [], [], []
         while self._another_member(costs):
             i, cpu = len(members), time.process_time()
@@ -133,8 +132,8 @@ class TextClassifier(ScikitLearnEstimator):
             config = TextTrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed + i,
                                      lr=self.lr or (1.0 if self.optimizer == "adadelta" else 2e-3),
                                      optimizer=self.optimizer, patience=self.patience)
-            fits.append(train_text_cnn(net, self.task_, x, _targets(train), x_val, _targets(val) if val else None,
-                                       config, log=print if self.verbose else None))
+            fits.append(train_text_cnn(net, self.task_, x, y, x_val, y_val, config,
+                                       log=print if self.verbose else None))
             members.append(net)
             costs.append(time.process_time() - cpu)
         for net in members:
@@ -145,7 +144,7 @@ class TextClassifier(ScikitLearnEstimator):
     def _another_member(self, costs: list[float]) -> bool:
         if self.members is not None:
             return len(costs) < self.members
-        if not self.budget or self.budget <= 0:
+        if not (self.budget or 0) > 0:
             raise HeadstartError(f"budget is the CPU-seconds a fit may spend on its CNNs, above 0; got {self.budget}.")
         spent = time.process_time() - self._cpu_start
         return not costs or (len(costs) < MAX_MEMBERS and spent + max(costs) <= self.budget)
@@ -203,10 +202,12 @@ class TextClassifier(ScikitLearnEstimator):
         if not hasattr(self, "network_"):
             raise NotFittedError("this TextClassifier is not fitted yet: call fit(...) or load a model folder first.")
 
-    def _encoder(self):
+    def _encoder(self, config=None):
+        """texts -> token ids (N, length), by ``config`` (the fitted network's by default)."""
         from ..data.text import tokenize
 
-        level, length = self.network_.config.level, self.network_.config.length
+        c = config or self.network_.config
+        level, length = c.level, c.length
         return lambda texts: self.vocabulary_.encode([tokenize(t, level) for t in texts], length)
 
     def predict_scores(self, texts: Sequence[str]) -> np.ndarray:
