@@ -39,6 +39,21 @@ def test_explicit_epochs_are_honoured_and_automatic_ones_take_enough_steps():
     assert HeadConfig().plan(1_000_000)[0] == 1  # the step cap: large sets stay quick
 
 
+def test_large_sets_take_larger_batches_for_the_same_epochs():
+    config = HeadConfig()
+    plans = {n: (config.batch_and_lr(n), config.plan(n)) for n in (3_000, 6_000, 10_000)}
+    (b_small, lr_small), (epochs_small, _) = plans[3_000]
+    assert b_small == config.batch_size and lr_small == config.lr  # small sets: the recipe as written
+    for n in (6_000, 10_000):
+        (batch, lr), (epochs, per_epoch) = plans[n]
+        assert batch > b_small and lr == pytest.approx(config.lr * (batch / b_small) ** 0.5)
+        assert per_epoch == -(-n // batch)
+        # the same epochs as at batch_size (to the step cap's rounding), in fewer steps
+        old_epochs = min(max(25, -(-MIN_STEPS // -(-n // b_small))), config.max_steps // -(-n // b_small))
+        assert abs(epochs - old_epochs) <= 1
+    assert plans[10_000][0][0] > plans[6_000][0][0]
+
+
 def test_an_epoch_clearly_better_on_validation_is_kept_not_the_last():
     task = Multiclass(["ant", "bee"])
     x, y = _noisy(200, 1, signal=2.0)

@@ -306,6 +306,20 @@ def test_every_task_round_trips_through_its_dict():
         assert again.predict_values(t.activate(raw)) == t.predict_values(t.activate(raw))
 
 
+def test_multiclass_label_smoothing_is_torchs_in_value_and_gradient():
+    gen = torch.Generator().manual_seed(0)
+    raw = (3 * torch.randn(64, 7, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    target = torch.randint(0, 7, (64,), generator=gen)
+    task = Multiclass([str(i) for i in range(7)])
+    for eps in (0.0, 0.1, 0.3):
+        ours = task.loss(raw, target, eps)
+        theirs = torch.nn.functional.cross_entropy(raw, target, label_smoothing=eps)
+        (g_ours,) = torch.autograd.grad(ours, raw)
+        (g_theirs,) = torch.autograd.grad(theirs, raw)
+        assert abs(float(ours - theirs)) < 1e-12
+        assert torch.allclose(g_ours, g_theirs, rtol=0, atol=1e-15)
+
+
 def test_numeric_tasks_ignore_label_smoothing_and_standardise():
     c = Continuous().fit_targets([10.0, 20.0, 30.0])
     y = c.encode([10.0, 20.0, 30.0])

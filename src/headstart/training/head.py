@@ -22,7 +22,7 @@ from .precision import use_bf16
 from .schedule import lr_factor, warmup_cosine
 
 MIN_STEPS = 200
-LARGE_SET = 5_000   # training vectors past which the batch doubles
+LARGE_SETS = ((8_000, 4), (5_000, 2))  # (training vectors, batch multiple) past which the batch grows
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,9 @@ class HeadConfig:
     lr: float = 2e-3
     weight_decay: float = 0.5
     label_smoothing: float = 0.1
-    batch_size: int = 128         # doubled past LARGE_SET vectors (``batch_and_lr``)
+    batch_size: int = 128         # 2x or 4x past LARGE_SETS vectors (``batch_and_lr``)
     epochs: int | None = None     # None: as many as MIN_STEPS / max_steps allow; a number is honoured exactly
-    max_steps: int = 1000         # at batch_size: the doubled batch takes half as many
+    max_steps: int = 1000         # at batch_size: a batch k times larger takes k times fewer
     bf16: str = "auto"            # the first layer's matmuls in bfloat16: "auto" (where the CPU runs them fast), "on", "off"
     seed: int = 0
 
@@ -44,10 +44,11 @@ class HeadConfig:
         return asdict(self)
 
     def batch_and_lr(self, n: int) -> tuple[int, float]:
-        """(batch, peak learning rate) for ``n`` training vectors: large sets take twice
-        ``batch_size`` at sqrt(2) ``lr``, the same epochs in half the optimiser steps (as
+        """(batch, peak learning rate) for ``n`` training vectors: large sets take k times
+        ``batch_size`` at sqrt(k) ``lr``, the same epochs in k times fewer optimiser steps (as
         accurate on validation, docs/benchmarks.md)."""
-        return (self.batch_size * 2, self.lr * math.sqrt(2)) if n > LARGE_SET else (self.batch_size, self.lr)
+        k = next((k for size, k in LARGE_SETS if n > size), 1)
+        return self.batch_size * k, self.lr * math.sqrt(k)
 
     def plan(self, n: int) -> tuple[int, int]:
         """(epochs, steps per epoch) for ``n`` training vectors."""
