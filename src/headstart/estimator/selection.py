@@ -21,10 +21,10 @@ from ..errors import HeadstartError
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 NATIVE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
-# Per-image extraction time at the native size, relative to Lite0 at 224 px (estimates from the
-# networks' multiply-adds; `benchmarks/source_selection.py --speeds` measures them); a larger
+# Per-image extraction time (decoding included) at the native size, relative to Lite0 at 224 px,
+# measured by `benchmarks/source_selection.py --speeds` (docs/source-selection.md); a larger
 # input costs in proportion to its pixels.
-RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.5, "efficientnet_lite2": 2.2}
+RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.25, "efficientnet_lite2": 1.55}
 HIGH_RES = 1.3     # the larger input tried: +30 % (Lite0: 288 px), where the photos hold that detail
 PROBE_FACTOR = 2.0  # a linear probe's time / its extraction time (C by 5-fold CV): docs/source-selection.md
 POOLED = ()        # the final pooled vector alone (the four-stage default adds three stage averages)
