@@ -69,6 +69,7 @@ def train(data: Path, cache: Path, out: Path, *flags: str) -> dict:
     """``headstart train`` in its own process, timed end to end; figures from its --json and config."""
     env = {**os.environ, "HEADSTART_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "src")}
     metrics = out.with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-c", "import sys; from headstart.cli import main; sys.exit(main())", "train",
            str(data), "--out", str(out), "--overwrite", "--quiet", "--no-report", "--json", str(metrics), *flags]
     t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def main() -> int:
                 else:
                     flags = {"old": ["--backbone", "efficientnet_lite0"], "new": [], "warm": [],
                              "finetune": ["--finetune"]}[run]
-                    result[run] = train(data, cache, tmp / run, *flags)
+                    result[run] = train(data, cache, tmp / "models" / run, *flags)  # not in its cache folder
                 print(run, json.dumps(result[run]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
