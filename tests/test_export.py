@@ -113,11 +113,6 @@ def test_min_accuracy_without_a_recorded_test_accuracy(trained_model, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_quantize_needs_onnx(trained_model, tmp_path):
-    with pytest.raises(HeadstartError, match="--quantize int8 works with --format onnx"):
-        ex.export_model(trained_model[0], "torchscript", tmp_path / "m.pt", quantize="int8")
-
-
 def test_openvino_export_matches_pytorch_and_carries_metadata(trained_model, check_batch, tmp_path, capsys):
     ov = pytest.importorskip("openvino")
     model_dir, _ = trained_model
@@ -138,7 +133,7 @@ def test_openvino_export_matches_pytorch_and_carries_metadata(trained_model, che
 
 def test_failing_openvino_parity_writes_nothing(trained_model, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
-    monkeypatch.setattr(ex, "_run_openvino", lambda xml, x: np.full((len(x), 3), 0.5, np.float32))
+    monkeypatch.setattr(ex, "run_openvino", lambda xml, x: np.full((len(x), 3), 0.5, np.float32))
     with pytest.raises(HeadstartError, match="disagrees with PyTorch"):
         ex.export_model(trained_model[0], "openvino", tmp_path / "m.xml", log=lambda s: None)
     assert list(tmp_path.iterdir()) == []

@@ -19,9 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-accuracy", type=float, metavar="X",
                    help="refuse to export unless the model's recorded test accuracy is at least X (e.g. 0.9)")
     p.add_argument("--quantize", choices=["int8"],
-                   help="ONNX only: int8 weights and activations (static, calibrated on training images "
-                        "when the data folder is available; dynamic otherwise); reports the size, speed and "
-                        "accuracy change, which can cost points: worth it where file size matters most")
+                   help="int8 weights and activations, calibrated on up to 64 of the model's training images "
+                        "(onnx: ONNX Runtime static QDQ; openvino: NNCF, pip install 'headstart[int8]'); weights only when "
+                        "the data folder is gone. Reports size, images/s, agreement with fp32 and the test "
+                        "accuracy change, which can cost points (docs/benchmarks.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +73,7 @@ def register(sub) -> None:
                        **examples("headstart export model/                      # model/model.onnx",
                                   "headstart export model/ --format torchscript --out model.pt",
                                   "headstart export model/ --format openvino       # model/model.xml + .bin",
-                                  "headstart export model/ --quantize int8"))
+                                  "headstart export model/ --quantize int8         # model/model-int8.onnx",
+                                  "headstart export model/ --format openvino --quantize int8   # model-int8.xml + .bin"))
     add_arguments(p)
     p.set_defaults(run=run)

@@ -11,6 +11,10 @@ preprocessing) go through PyTorch and through the export; the largest difference
 probabilities must be at most ``TOLERANCE`` or nothing is written (timm ``utils/onnx.py``
 checks the same way).
 
+``quantize="int8"`` calibrates on the model's own training images (ONNX: ONNX Runtime static
+QDQ, below; OpenVINO IR: NNCF, ``export_openvino``) and reports what it changes the same way
+for both (``export_checks.int8_report``).
+
 >>> r = export_model("model/", "onnx")          # doctest: +SKIP
 >>> r.path, r.max_abs_diff                      # doctest: +SKIP
 (PosixPath('model/model.onnx'), 2.4e-07)
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 import warnings
@@ -33,12 +36,12 @@ from torch import nn
 
 from ..errors import HeadstartError
 from ..paths import atomic_path
+from .export_checks import calibration_images, check_images, int8_report
+from .export_openvino import quantize_ir, require_nncf, run_openvino, write_ir
 from .folder import SavedModel, load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 TOLERANCE = 1e-4          # largest allowed |p_torch - p_export| on any probability
-N_CHECK_IMAGES = 16       # real images used for the parity check
-N_CALIBRATION = 64        # training images used to calibrate static int8 quantization
 
 
 class ProbabilityModel(nn.Module):
@@ -108,27 +111,15 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     below ``min_accuracy`` or the export disagrees with PyTorch by more than ``tolerance``.
     """
     t0 = time.perf_counter()
-    if fmt not in FORMATS:
-        raise HeadstartError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}.")
-    if quantize not in (None, "int8"):
-        raise HeadstartError(f"unknown --quantize {quantize!r}; the only choice is int8.")
-    if quantize and fmt != "onnx":
-        raise HeadstartError(f"--quantize int8 works with --format onnx (ONNX Runtime quantization), "
-                             f"got --format {fmt}. Export to ONNX to quantize.")
-    model_dir = Path(model_dir)
+    out = _out_path(Path(model_dir), out, fmt, quantize)
     saved = load_model(model_dir)
     if min_accuracy is not None:
-        _check_min_accuracy(saved.config, min_accuracy, model_dir)
-    out = Path(out) if out else model_dir / ("model" + ("-int8" if quantize else "") + FORMATS[fmt])
-    if out.is_dir():
-        raise HeadstartError(f"--out {str(out)!r} is a folder; give a file name such as {out / ('model' + FORMATS[fmt])}.")
-
+        _check_min_accuracy(saved.config, min_accuracy, Path(model_dir))
     model = ProbabilityModel(saved.backbone, saved.head, saved.task).eval().cpu()
     x, source = check_images(saved)
     with torch.inference_mode():  # the reference: PyTorch logits through the task's own activation
         reference = saved.task.activate(saved.head(saved.backbone(torch.from_numpy(x))).numpy())
-    meta = metadata(saved)
-    shape = tuple(x.shape[1:])
+    meta, shape = metadata(saved), tuple(x.shape[1:])
     result = ExportResult(out, fmt, float("nan"), len(x), source, 0.0)
 
     def check(got: np.ndarray) -> None:
@@ -141,8 +132,14 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
                 f"{result.max_abs_diff:.3e} > {tolerance:.0e}; nothing was written to {str(out)!r}. "
                 "Report this with the model folder; try the other --format meanwhile.")
 
+    def finish_ir(ir, xml: Path) -> Path:  # checked f32 IR in, the IR to install out
+        check(run_openvino(xml, x))
+        if quantize:
+            xml, result.quantized = quantize_ir(saved, ir, xml, x, reference, log)
+        return xml
+
     if fmt == "openvino":
-        _export_openvino(model, out, shape, meta, lambda xml: check(_run_openvino(xml, x)))
+        write_ir(lambda path: _write_onnx(model, path, shape, meta), out, meta, finish_ir)
     else:
         with atomic_path(out) as tmp:
             if fmt == "onnx":
@@ -157,62 +154,21 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     return result
 
 
-# ---- parity inputs ---------------------------------------------------------------------------
-def check_images(saved: SavedModel, n: int = N_CHECK_IMAGES) -> tuple[np.ndarray, str]:
-    """Up to ``n`` real images from the model's recorded data folder, through its preprocessing;
-    random pixels (also through the preprocessing) when that folder is gone."""
-    from PIL import Image
-
-    from ..data.transforms import preprocess
-
-    p = saved.backbone.preprocess
-    paths = _data_images(saved, ("test", "val", "train"))[:n]
-    arrays = _decode(paths, p)
-    if len(arrays) >= 2:
-        return np.stack(arrays), f"images from {_data_dir(saved)}"
-    rng = np.random.default_rng(0)
-    mode = "RGB" if p.channels == 3 else "L"
-    arrays = [preprocess(Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).convert(mode), p)
-              for _ in range(4)]
-    return np.stack(arrays), "random-pixel images (the training data folder is not available)"
-
-
-def _data_dir(saved: SavedModel) -> Path | None:
-    d = saved.config.get("training", {}).get("data")
-    return Path(d) if d and Path(d).is_dir() else None
-
-
-def _data_samples(saved: SavedModel, split: str) -> list:
-    from ..data.scan import scan
-
-    root = _data_dir(saved)
-    if root is None:
-        return []
-    t = saved.config.get("training", {})
-    try:  # a folder of class folders; a CSV-labelled folder gives no split here (falls back)
-        result = scan(root, val_fraction=t.get("val_fraction", 0.1), test_fraction=t.get("test_fraction", 0.1))
-    except HeadstartError:
-        return []
-    return result.subset(split)
-
-
-def _data_images(saved, splits) -> list[Path]:
-    for split in splits:
-        samples = _data_samples(saved, split)
-        if samples:
-            # Spread over the classes: every k-th file of the sorted list.
-            step = max(1, len(samples) // N_CHECK_IMAGES)
-            return [s.path for s in samples[::step]]
-    return []
-
-
-def _decode(paths, p) -> list[np.ndarray]:
-    from ..features import load_batches
-
-    out = []
-    for _, batch, _ in load_batches(list(paths), p, 32):
-        out.extend(batch)
-    return out
+def _out_path(model_dir: Path, out: str | Path | None, fmt: str, quantize: str | None) -> Path:
+    """The file to write, once the choices are known to make sense (before any work is done)."""
+    if fmt not in FORMATS:
+        raise HeadstartError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}.")
+    if quantize not in (None, "int8"):
+        raise HeadstartError(f"unknown --quantize {quantize!r}; the only choice is int8.")
+    if quantize and fmt == "torchscript":
+        raise HeadstartError("--quantize int8 works with --format onnx (ONNX Runtime) or --format openvino "
+                             "(NNCF), got --format torchscript. Export to one of those to quantize.")
+    if quantize and fmt == "openvino":
+        require_nncf()
+    path = Path(out) if out else model_dir / ("model" + ("-int8" if quantize else "") + FORMATS[fmt])
+    if path.is_dir():
+        raise HeadstartError(f"--out {str(path)!r} is a folder; give a file name such as {path / ('model' + FORMATS[fmt])}.")
+    return path
 
 
 # ---- writers and runners ---------------------------------------------------------------------
@@ -260,31 +216,6 @@ def _run_torchscript(path: Path, x: np.ndarray) -> np.ndarray:
         m = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
         return m(torch.from_numpy(x)).numpy()
-
-
-def _export_openvino(model: nn.Module, out: Path, shape, meta: dict[str, str], check) -> None:
-    """ONNX -> OpenVINO IR (f32 weights: the parity limit is an f32 one), checked by ``check(xml)``
-    in a temporary folder beside ``out``, then moved into place weights first, graph last."""
-    import openvino as ov
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as d:
-        onnx_path, xml = Path(d) / "m.onnx", Path(d) / "m.xml"
-        _write_onnx(model, onnx_path, shape, meta)
-        ir = ov.convert_model(str(onnx_path))
-        for k, v in meta.items():
-            ir.set_rt_info(v, ["headstart", k])
-        ov.save_model(ir, str(xml), compress_to_fp16=False)
-        check(xml)
-        os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))
-        os.replace(xml, out)
-
-
-def _run_openvino(xml: Path, x: np.ndarray) -> np.ndarray:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.asarray(compiled(x)[0])
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -343,77 +274,34 @@ def _quantize_int8(saved, fp32_path: Path, x_check: np.ndarray, reference: np.nd
     Static (QDQ, per-channel) with a calibration set from the model's training images when
     the data folder is available, dynamic (weights only) otherwise.
     """
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calib = _decode(_spread([s.path for s in _data_samples(saved, "train")], N_CALIBRATION), saved.backbone.preprocess)
+    calib, about = calibration_images(saved, log)
+    fp32_bytes, fp32 = fp32_path.stat().st_size, _session(fp32_path)  # the session keeps the fp32 graph
     with tempfile.TemporaryDirectory(dir=fp32_path.parent) as d:
         pre, q = Path(d) / "pre.onnx", Path(d) / "q.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        if len(calib) >= 8:
+        t = time.perf_counter()
+        if calib is not None:
             mode = f"static, calibrated on {len(calib)} training images"
-            quantize_static(str(pre), str(q), _Calibration(np.stack(calib)), quant_format=QuantFormat.QDQ,
+            quantize_static(str(pre), str(q), _Calibration(calib), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         else:
             mode = "dynamic (weights only; no training images for calibration)"
             quantize_dynamic(str(pre), str(q), weight_type=QuantType.QUInt8)
-        import onnx
-
+        about["calibration_seconds"] = time.perf_counter() - t
         proto = onnx.load(str(q))
         src = {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}
         del proto.metadata_props[:]
         for k, v in {**src, "headstart.quantization": f"int8 {mode}"}.items():
             e = proto.metadata_props.add()
             e.key, e.value = k, v
-        fp32_bytes = fp32_path.stat().st_size
-        fp32_speed = _images_per_s(fp32_path, x_check)
         onnx.save(proto, str(fp32_path))
-    got = _run_onnx(fp32_path, x_check)
-    info = {"mode": mode, "max_abs_diff": float(np.abs(got - reference).max()),
-            "top1_agreement": float((got.argmax(1) == reference.argmax(1)).mean()),
-            "bytes_fp32": fp32_bytes, "bytes_int8": fp32_path.stat().st_size,
-            "images_per_s_fp32": fp32_speed, "images_per_s_int8": _images_per_s(fp32_path, x_check)}
-    log(f"int8 ({mode}): {info['bytes_fp32'] / 1e6:.1f} MB -> {info['bytes_int8'] / 1e6:.1f} MB; "
-        f"{info['images_per_s_fp32']:.1f} -> {info['images_per_s_int8']:.1f} images/s; top-1 agreement with fp32 "
-        f"{info['top1_agreement']:.3f} on the check images; largest probability change {info['max_abs_diff']:.3f}")
-    info.update(_test_accuracy_change(saved, fp32_path, log))
-    return info
+    return int8_report(saved, mode, about, _runner(fp32), _runner(_session(fp32_path)),
+                       (fp32_bytes, fp32_path.stat().st_size), x_check, reference, log)
 
 
-def _spread(items: list, n: int) -> list:
-    return items[::max(1, len(items) // n)][:n]
-
-
-def _images_per_s(path: Path, x: np.ndarray, repeats: int = 3) -> float:
-    s = _session(path)
-    s.run(None, {"input": x[:8]})
-    t = time.perf_counter()
-    for _ in range(repeats):
-        s.run(None, {"input": x})
-    return repeats * len(x) / (time.perf_counter() - t)
-
-
-def _test_accuracy_change(saved, int8_path: Path, log) -> dict:
-    """Accuracy of the fp32 PyTorch predictor and of the int8 file on the data's test split."""
-    samples = _data_samples(saved, "test") if saved.task.has_classes else []
-    if not samples:
-        log("int8: accuracy change not measured (needs a classifier and its data folder, "
-            "config.json training.data, with a test split).")
-        return {}
-    from ..features import load_batches
-
-    p = saved.backbone.preprocess
-    model = ProbabilityModel(saved.backbone, saved.head, saved.task).eval()
-    s = _session(int8_path)
-    y, fp32, int8 = [], [], []
-    for idx, batch, _ in load_batches([x.path for x in samples], p, 32):
-        with torch.inference_mode():
-            fp32.append(model(torch.from_numpy(batch)).numpy())
-        int8.append(s.run(None, {"input": batch})[0])
-        y.extend(samples[i].label for i in idx)
-    t = saved.task.index(y)
-    a32 = float((saved.task.predicted_index(np.concatenate(fp32)) == t).mean())
-    a8 = float((saved.task.predicted_index(np.concatenate(int8)) == t).mean())
-    log(f"int8: test accuracy {a32:.4f} (fp32) -> {a8:.4f} (int8), change {100 * (a8 - a32):+.2f} points "
-        f"on {len(t)} test images")
-    return {"test_accuracy_fp32": a32, "test_accuracy_int8": a8, "n_test_images": len(t)}
+def _runner(session):
+    return lambda x: session.run(None, {"input": x})[0]
