@@ -133,7 +133,7 @@ def test_openvino_export_matches_pytorch_and_carries_metadata(trained_model, che
 
 def test_failing_openvino_parity_writes_nothing(trained_model, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
-    monkeypatch.setattr(ex, "run_openvino", lambda xml, x: np.full((len(x), 3), 0.5, np.float32))
+    monkeypatch.setattr(ex, "runner", lambda xml: lambda x: np.full((len(x), 3), 0.5, np.float32))
     with pytest.raises(HeadstartError, match="disagrees with PyTorch"):
         ex.export_model(trained_model[0], "openvino", tmp_path / "m.xml", log=lambda s: None)
     assert list(tmp_path.iterdir()) == []

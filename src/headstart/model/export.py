@@ -37,7 +37,7 @@ from torch import nn
 from ..errors import HeadstartError
 from ..paths import atomic_path
 from .export_checks import calibration_images, check_images, int8_report
-from .export_openvino import quantize_ir, require_nncf, run_openvino, write_ir
+from .export_openvino import quantize_ir, require_nncf, runner, write_ir
 from .folder import SavedModel, load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
@@ -133,9 +133,10 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
                 "Report this with the model folder; try the other --format meanwhile.")
 
     def finish_ir(ir, xml: Path) -> Path:  # checked f32 IR in, the IR to install out
-        check(run_openvino(xml, x))
+        fp32 = runner(xml)  # compiled once: the parity check, then int8's fp32 side
+        check(fp32(x))
         if quantize:
-            xml, result.quantized = quantize_ir(saved, ir, xml, x, reference, log)
+            xml, result.quantized = quantize_ir(saved, ir, xml, fp32, x, reference, log)
         return xml
 
     if fmt == "openvino":

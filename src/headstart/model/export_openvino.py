@@ -58,10 +58,6 @@ def runner(xml: Path) -> Run:
     return lambda x: np.asarray(compiled(x)[0])
 
 
-def run_openvino(xml: Path, x: np.ndarray) -> np.ndarray:
-    return runner(xml)(x)
-
-
 def ir_bytes(xml: Path) -> int:
     return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
 
@@ -76,8 +72,10 @@ def require_nncf() -> None:
                              "with ONNX Runtime instead: --format onnx --quantize int8.") from None
 
 
-def quantize_ir(saved: SavedModel, ir, xml: Path, x: np.ndarray, reference: np.ndarray, log) -> tuple[Path, dict]:
-    """Write the int8 version of the fp32 IR ``ir`` (saved at ``xml``) beside it; report what it changes."""
+def quantize_ir(saved: SavedModel, ir, xml: Path, fp32: Run, x: np.ndarray, reference: np.ndarray,
+                log) -> tuple[Path, dict]:
+    """Write the int8 version of the fp32 IR ``ir`` (saved at ``xml``, compiled as ``fp32``) beside it;
+    report what it changes."""
     import nncf
     import openvino as ov
 
@@ -94,4 +92,4 @@ def quantize_ir(saved: SavedModel, ir, xml: Path, x: np.ndarray, reference: np.n
     xml8 = xml.with_name("int8.xml")
     ov.save_model(q, str(xml8), compress_to_fp16=False)
     sizes = (ir_bytes(xml), ir_bytes(xml8))
-    return xml8, int8_report(saved, mode, about, runner(xml), runner(xml8), sizes, x, reference, log)
+    return xml8, int8_report(saved, mode, about, fp32, runner(xml8), sizes, x, reference, log)
