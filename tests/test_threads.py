@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_image
+
 from headstart.data.inputs import load_input
 from headstart.threads import one_torch_thread
 
@@ -63,7 +63,7 @@ def test_one_pytorch_thread_gives_the_same_inputs(tmp_path):
 
 def test_openvino_gets_two_lanes_per_core(monkeypatch):
     pytest.importorskip("openvino")
-    import headstart.features.extract as extract
+    from headstart.features import extract
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(extract.os, "cpu_count", lambda: 2)
@@ -100,7 +100,7 @@ def test_openvino_lanes_predict_what_one_image_at_a_time_does(trained_model, tmp
 
 
 def test_lanes_keep_their_one_pytorch_thread(monkeypatch, backbone, tmp_path):
-    import headstart.features.extract as extract
+    from headstart.features import extract
 
     seen = []
     real = extract._decode_one
