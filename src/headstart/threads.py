@@ -1,10 +1,10 @@
 """PyTorch's CPU threads, set per calling thread.
 
 Extraction lanes, decoding threads and the server's threads each already keep one core busy.
-PyTorch's small operations in them (resampling a photo, normalising it, the head) would each wake
-a team of OpenMP threads, one per core, and those threads spin after every operation on the
-cores the backbone engine needs: a second core of CPU for a few hundred microseconds of work,
-every image (docs/benchmarks.md, "Prediction from JPEG files").
+PyTorch's small operations in them (resampling a photo, normalising it) would each wake a team
+of OpenMP threads, one per core, and those threads spin after every operation on the cores the
+backbone engine needs: about a second core's worth of CPU beside the work itself
+(docs/benchmarks.md, "Prediction from JPEG files with OpenVINO f32").
 """
 
 from __future__ import annotations
