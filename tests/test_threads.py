@@ -31,9 +31,16 @@ def _photos(tmp_path, n=4):
                         quality=90) for i in range(n)]
 
 
-def test_one_torch_thread_changes_the_calling_thread_only():
-    if torch.get_num_threads() < 2:
-        pytest.skip("PyTorch runs one thread here already")
+@pytest.fixture
+def two_torch_threads():
+    """PyTorch on two threads for the test (an earlier test may have left it on one)."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(was)
+
+
+def test_one_torch_thread_changes_the_calling_thread_only(two_torch_threads):
     before = torch.get_num_threads()
 
     def inside():
@@ -45,7 +52,7 @@ def test_one_torch_thread_changes_the_calling_thread_only():
     assert _in_thread(torch.get_num_threads) == before  # a thread started afterwards
 
 
-def test_one_pytorch_thread_gives_the_same_inputs(tmp_path):
+def test_one_pytorch_thread_gives_the_same_inputs(tmp_path, two_torch_threads):
     """Resampling and normalising on one thread: the very same numbers as on all of them."""
     from headstart.backbones import create_backbone
 
