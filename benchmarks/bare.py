@@ -6,7 +6,9 @@ what else runs on it (on 2 shared cores the lanes won by up to 2x, measured here
 - one session with a thread per core (its default, threads spin-waiting between operators);
 - one one-thread session run by one thread per core ("lanes"), no spinning;
 - for batches larger than ``features.LANE_BATCH``, lanes that run the batch in calls of that
-  many images (what headstart's own lanes do: cheaper per image on a CPU, measured here).
+  many images (what headstart's own lanes do: cheaper per image on a CPU, measured here);
+- OpenVINO runs a call on its stream's own thread while the caller waits, so its lanes are also
+  timed two per core (as many as headstart's own lanes, ``features.lanes_for``).
 
 ``bare_rates`` times both, back to back, and the benchmarks divide by the faster one, so a
 ratio never flatters headstart by comparing it with a badly run backbone.
@@ -26,19 +28,20 @@ def bare_rates(backbone, x: np.ndarray, seconds: float = 5.0, engine: str = "aut
     """``{"how": {"img_s": ..., "cpu_ms": ...}}`` for each way of running ``backbone`` on ``x``
     (a (B, C, H, W) float32 batch), each for about ``seconds``; ``only``: that way alone."""
     from headstart.backbones.engines import make_engine
-    from headstart.features.extract import LANE_BATCH
+    from headstart.features.extract import LANE_BATCH, lanes_for
 
     p = backbone.preprocess
     shape = (p.channels, p.input_size, p.input_size)
     one = make_engine(backbone, backbone.cache_key, shape, prefer=engine)
     ways = {f"{one.name}, one session": (lambda: one(x), 1)}
-    lanes = os.cpu_count() or 1
-    if one.name in ("onnxruntime", "openvino") and lanes > 1:
+    cores = os.cpu_count() or 1
+    if one.name in ("onnxruntime", "openvino") and cores > 1:
         lane = make_engine(backbone, backbone.cache_key, shape, prefer=one.name, threads=1, spin=False)
-        ways[f"{one.name}, {lanes} one-thread lanes"] = (lambda: lane(x), lanes)
-        if len(x) > LANE_BATCH:
-            ways[f"{one.name}, {lanes} one-thread lanes, {LANE_BATCH} images per call"] = (
-                lambda: [lane(x[i:i + LANE_BATCH]) for i in range(0, len(x), LANE_BATCH)], lanes)
+        for lanes in sorted({cores, lanes_for(one.name) or cores}):  # OpenVINO: two callers per core too
+            ways[f"{one.name}, {lanes} one-thread lanes"] = (lambda: lane(x), lanes)
+            if len(x) > LANE_BATCH:
+                ways[f"{one.name}, {lanes} one-thread lanes, {LANE_BATCH} images per call"] = (
+                    lambda: [lane(x[i:i + LANE_BATCH]) for i in range(0, len(x), LANE_BATCH)], lanes)
     return {name: _timed(call, len(x), seconds, threads) for name, (call, threads) in ways.items()
             if only is None or name == only}
 

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "headstart"
 # Bottom to top, as in docs/ARCHITECTURE.md: a module may import its own package and the layers
 # below it, never a layer above or beside it.
 LAYERS = [
-    ["errors", "_version", "paths"],
+    ["errors", "_version", "paths", "threads"],
     ["tasks", "heads"],
     ["data"],
     ["backbones"],

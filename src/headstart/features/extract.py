@@ -17,6 +17,7 @@ import numpy as np
 from ..data.images import ImageDecodeError
 from ..data.inputs import load_input
 from ..data.transforms import Preprocess
+from ..threads import one_torch_thread
 from .cache import FeatureCache
 
 DECODE_THREADS = 2
@@ -64,6 +65,8 @@ def _collect(results, p: Preprocess) -> tuple[list[int], np.ndarray, list[Failur
     idx = [i for i, a, _ in results if a is not None]
     arrays = [a for _, a, _ in results if a is not None]
     fails = [f for _, _, f in results if f is not None]
+    if len(arrays) == 1:
+        return idx, arrays[0][None], fails  # a view: no copy for a batch of one
     batch = np.stack(arrays) if arrays else np.zeros((0, p.channels, p.input_size, p.input_size), np.float32)
     return idx, batch, fails
 
@@ -101,15 +104,16 @@ def embed_in_lanes(paths: Sequence[Path], p: Preprocess, batch_size: int, run: C
     """Features batch by batch, in order: each of ``lanes`` threads decodes a batch and runs it
     through ``run`` (one-thread ONNX Runtime or OpenVINO, safe to call from every lane at once).
 
-    One lane per core does the whole work of its batch, so no core waits for another (faster
-    than decoding threads feeding one multi-thread session: benchmarks/predict_speed.py).
-    At most ``lanes + 1`` batches are in flight, so memory stays flat.
+    Each lane does the whole work of its batch, so no core waits for another (faster than
+    decoding threads feeding one multi-thread session: benchmarks/predict_speed.py); PyTorch's
+    resampling in a lane runs on the lane's own thread (``threads.one_torch_thread``). At most
+    ``lanes + 1`` batches are in flight, so memory stays flat.
     """
     def work(start: int):
         idx, batch, fails = _collect([_decode_one(paths, i, p) for i in range(start, min(start + batch_size, len(paths)))], p)
         return idx, (run(batch) if len(idx) else batch), fails
 
-    with ThreadPoolExecutor(max_workers=lanes) as pool:
+    with ThreadPoolExecutor(max_workers=lanes, initializer=one_torch_thread) as pool:
         starts = iter(range(0, len(paths), batch_size))
         pending = deque(pool.submit(work, s) for s in itertools.islice(starts, lanes + 1))
         while pending:
@@ -122,13 +126,17 @@ def embed_in_lanes(paths: Sequence[Path], p: Preprocess, batch_size: int, run: C
 
 def lanes_for(engine: str) -> int:
     """How many one-thread lanes extraction runs with ``engine`` on this machine (0: one
-    multi-thread engine fed by decoding threads, as on a GPU or with PyTorch)."""
+    multi-thread engine fed by decoding threads, as on a GPU or with PyTorch). OpenVINO gets
+    two per core: its calls run on the engine's own thread per core while the calling lane
+    waits, so the second lane decodes meanwhile and no core waits for a decode (ONNX Runtime's
+    one-thread calls run in the lane itself)."""
     from ..backbones.engines import resolve
 
     cores = os.cpu_count() or 1
-    if resolve(engine) == "torch" or cores < 2:
+    name = resolve(engine)
+    if name == "torch" or cores < 2:
         return 0
-    return min(cores, MAX_LANES)
+    return min(cores * (2 if name == "openvino" else 1), MAX_LANES)
 
 
 def extract_features(backbone, paths: Sequence[str | Path], digests: Sequence[str] | None = None, *,

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..errors import HeadstartError
+from ..threads import one_torch_thread
 from .batching import Batcher
 from .contract import declare_token, predict_body, read_form, responses
 from .guard import (
@@ -313,7 +314,9 @@ def _admit(uploads: list, settings: ServeSettings, preprocess) -> int:
 
 def _prepare_all(uploads: list, pred: Predictor, settings: ServeSettings, deadline: float) -> list:
     """Decoded and preprocessed, off the event loop; stops at the deadline (between images,
-    each one bounded by --max-pixels)."""
+    each one bounded by --max-pixels). Each request's thread resamples on its own thread: the
+    batch workers have the cores (``threads.one_torch_thread``)."""
+    one_torch_thread()
     out = []
     for i, (name, data) in enumerate(uploads):
         if time.perf_counter() > deadline:
