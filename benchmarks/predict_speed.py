@@ -5,7 +5,7 @@
 Prints images/s of (a) the backbone engine alone on random (B, 3, 224, 224) tensors and
 (b) ``ImageClassifier.predict_files`` on real JPEGs (decode, preprocess, backbone, head,
 decoding of the scores; feature cache off, so files are not hashed), at batch 1 and batch
-32, and the ratio b / a (goal >= 0.9). Without --model, a fresh untrained head stands in
+32, and the ratio b / a (goal >= 0.85). Without --model, a fresh untrained head stands in
 (its cost is negligible; the speed does not depend on its weights).
 """
 
