@@ -102,6 +102,16 @@ def folder_state(root: str | Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture
+def torch_threads():
+    """``torch_threads(n)``: PyTorch on ``n`` threads for the test; the count before is put back."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def class_folder(tmp_path: Path) -> Path:
     """3 classes (cat, dog, fish) x 6 distinct 32x32 PNGs in ``tmp_path / "photos"``."""
     return make_class_folder(tmp_path / "photos")

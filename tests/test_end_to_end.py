@@ -152,12 +152,9 @@ def _stop_after(epoch: int):
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(torch_threads):
     """Bit-identical CPU runs need a fixed thread count (float sums in another order differ)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch_threads(1)
 
 
 def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, one_thread):

@@ -31,16 +31,8 @@ def _photos(tmp_path, n=4):
                         quality=90) for i in range(n)]
 
 
-@pytest.fixture
-def two_torch_threads():
-    """PyTorch on two threads for the test (an earlier test may have left it on one)."""
-    was = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(was)
-
-
-def test_one_torch_thread_changes_the_calling_thread_only(two_torch_threads):
+def test_one_torch_thread_changes_the_calling_thread_only(torch_threads):
+    torch_threads(2)  # an earlier test may have left PyTorch on one thread
     before = torch.get_num_threads()
 
     def inside():
@@ -52,10 +44,11 @@ def test_one_torch_thread_changes_the_calling_thread_only(two_torch_threads):
     assert _in_thread(torch.get_num_threads) == before  # a thread started afterwards
 
 
-def test_one_pytorch_thread_gives_the_same_inputs(tmp_path, two_torch_threads):
+def test_one_pytorch_thread_gives_the_same_inputs(tmp_path, torch_threads):
     """Resampling and normalising on one thread: the very same numbers as on all of them."""
     from headstart.backbones import create_backbone
 
+    torch_threads(2)  # "all of them": an earlier test may have left PyTorch on one thread
     p = create_backbone("efficientnet_lite0").preprocess
     files = _photos(tmp_path)
     want = [load_input(f, p) for f in files]
